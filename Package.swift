@@ -1,0 +1,48 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+// Dependencies point down only: kernels <- KV <- attention <- model <- engine <- CLI/server.
+let strict: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+]
+// Kernel targets are built -Ounchecked in release: bounds checks inside the inner loops cost
+// measurably (see docs/BENCHMARKS.md), and every kernel is tested against a checked reference.
+let kernelSettings: [SwiftSetting] = strict + [
+    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
+]
+
+let package = Package(
+    name: "Banyan",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "banyan", targets: ["banyan"]),
+        .library(name: "BanyanEngine", targets: ["BanyanEngine"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .target(name: "CBanyanKernels",
+                cSettings: [.unsafeFlags(["-O3"])]),
+        .target(name: "BanyanKernels", dependencies: ["CBanyanKernels"], swiftSettings: kernelSettings),
+        .target(name: "BanyanTokenizer", swiftSettings: strict),
+        .target(name: "BanyanKV", dependencies: ["BanyanKernels"], swiftSettings: strict),
+        .target(name: "BanyanAttention", dependencies: ["BanyanKernels", "BanyanKV"], swiftSettings: kernelSettings),
+        .target(name: "BanyanModel", dependencies: ["BanyanKernels", "BanyanKV", "BanyanAttention"],
+                resources: [.copy("Builtin")], swiftSettings: strict),
+        .target(name: "BanyanEngine", dependencies: ["BanyanModel", "BanyanKV", "BanyanAttention", "BanyanTokenizer"],
+                swiftSettings: strict),
+        .executableTarget(name: "banyan", dependencies: [
+            "BanyanEngine", "BanyanTokenizer",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
+        .target(name: "BanyanTestSupport", dependencies: ["BanyanKernels"], swiftSettings: strict),
+
+        .testTarget(name: "BanyanKernelsTests", dependencies: ["BanyanKernels", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanTokenizerTests", dependencies: ["BanyanTokenizer", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanAttentionTests", dependencies: ["BanyanAttention", "BanyanKV", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanModelTests", dependencies: ["BanyanModel", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanEngineTests", dependencies: ["BanyanEngine", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanCLITests", dependencies: ["BanyanTestSupport"], swiftSettings: strict),
+    ]
+)

@@ -1,0 +1,157 @@
+import Foundation
+import BanyanKernels
+import BanyanKV
+
+/// Head geometry of one attention layer.
+public struct AttentionShape: Sendable {
+    public let headCount: Int
+    public let kvHeadCount: Int
+    public let headDim: Int
+    public init(headCount: Int, kvHeadCount: Int, headDim: Int) {
+        self.headCount = headCount; self.kvHeadCount = kvHeadCount; self.headDim = headDim
+    }
+    public var groupSize: Int { headCount / kvHeadCount }
+}
+
+/// Running softmax state of each (row, head), reused across layers and steps (grown, never shrunk).
+public final class AttentionScratch: @unchecked Sendable {
+    private(set) var capacity = 0
+    private(set) var runningMax: UnsafeMutablePointer<Float>
+    private(set) var runningSum: UnsafeMutablePointer<Float>
+
+    public init() {
+        runningMax = .allocate(capacity: 1)
+        runningSum = .allocate(capacity: 1)
+    }
+    deinit { runningMax.deallocate(); runningSum.deallocate() }
+
+    func reserve(_ n: Int) {
+        guard n > capacity else { return }
+        runningMax.deallocate(); runningSum.deallocate()
+        runningMax = .allocate(capacity: n)
+        runningSum = .allocate(capacity: n)
+        capacity = n
+    }
+}
+
+/// Executes an `AttentionPlan` for one layer.
+public enum Attention {
+    /// `out[r, h, :] = softmax(q[r, h] · K_path(r)ᵀ) V_path(r)` for every row of the plan.
+    /// `q`: `[rows, headCount, headDim]`, already scaled by 1/sqrt(headDim); `out`: same shape.
+    /// Parallel over KV heads: each thread owns whole heads, so the merge order per row is fixed.
+    public static func run(plan: AttentionPlan, q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                           kv: KVBlockPool, layer: Int, shape: AttentionShape,
+                           scratch: AttentionScratch, threads: ThreadPool) {
+        let rows = plan.rowCount, H = shape.headCount, D = shape.headDim
+        out.update(repeating: 0, count: rows * H * D)
+        guard plan.mode != .none, rows > 0 else { return }
+        precondition(kv.layout.blockTokenCount == BlockKernel.blockTokens, "KV blocks must hold \(BlockKernel.blockTokens) tokens")
+        scratch.reserve(rows * H)
+        let m = scratch.runningMax, l = scratch.runningSum
+        m.update(repeating: -.infinity, count: rows * H)
+        l.update(repeating: 0, count: rows * H)
+        threads.parallelFor(shape.kvHeadCount) { kvHead in
+            for task in plan.tasks {
+                BlockKernel.apply(task: task, keys: kv.keys(task.block, layer: layer, kvHead: kvHead),
+                                  values: kv.values(task.block, layer: layer, kvHead: kvHead),
+                                  q: q, out: out, runningMax: m, runningSum: l, kvHead: kvHead, shape: shape)
+            }
+            // Normalise this KV head's query heads.
+            let G = shape.groupSize
+            for r in 0..<rows {
+                for g in 0..<G {
+                    let h = kvHead * G + g
+                    let inv = 1 / l[r * H + h]
+                    let o = out + (r * H + h) * D
+                    for d in 0..<D { o[d] *= inv }
+                }
+            }
+        }
+    }
+}
+
+/// The per-block partial softmax and LSE merge, for 32-token blocks. Scores are one FMA chain over
+/// the head dimension per (query, key) pair, so a query's result never depends on which other
+/// queries share the block; queries are processed four at a time to reuse each loaded key vector.
+enum BlockKernel {
+    static let blockTokens = 32
+
+    @inline(__always)
+    static func apply(task: AttentionPlan.Task, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+                      q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                      runningMax: UnsafeMutablePointer<Float>, runningSum: UnsafeMutablePointer<Float>,
+                      kvHead: Int, shape: AttentionShape) {
+        let H = shape.headCount, D = shape.headDim, G = shape.groupSize
+        let queryCount = task.rows.count * G
+        // Flattened query index i -> (row, head).
+        @inline(__always) func head(_ i: Int) -> (row: Int, head: Int, valid: Int) {
+            let t = i / G
+            return (Int(task.rows[t]), kvHead * G + i % G, Int(task.validCounts[t]))
+        }
+        var i = 0
+        while i < queryCount {
+            let n = min(4, queryCount - i)
+            var s0 = (SIMD16<Float>(), SIMD16<Float>()), s1 = s0, s2 = s0, s3 = s0
+            let h0 = head(i), h1 = head(i + min(1, n - 1)), h2 = head(i + min(2, n - 1)), h3 = head(i + min(3, n - 1))
+            let q0 = q + (h0.row * H + h0.head) * D, q1 = q + (h1.row * H + h1.head) * D
+            let q2 = q + (h2.row * H + h2.head) * D, q3 = q + (h3.row * H + h3.head) * D
+            for d in 0..<D {
+                let k = keys + d * blockTokens
+                let ka = SIMD16<Float>(UnsafeBufferPointer(start: k, count: 16))
+                let kb = SIMD16<Float>(UnsafeBufferPointer(start: k + 16, count: 16))
+                let a0 = SIMD16<Float>(repeating: q0[d]), a1 = SIMD16<Float>(repeating: q1[d])
+                let a2 = SIMD16<Float>(repeating: q2[d]), a3 = SIMD16<Float>(repeating: q3[d])
+                s0.0 = s0.0.addingProduct(a0, ka); s0.1 = s0.1.addingProduct(a0, kb)
+                s1.0 = s1.0.addingProduct(a1, ka); s1.1 = s1.1.addingProduct(a1, kb)
+                s2.0 = s2.0.addingProduct(a2, ka); s2.1 = s2.1.addingProduct(a2, kb)
+                s3.0 = s3.0.addingProduct(a3, ka); s3.1 = s3.1.addingProduct(a3, kb)
+            }
+            merge(s0, h0, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D)
+            if n > 1 { merge(s1, h1, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D) }
+            if n > 2 { merge(s2, h2, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D) }
+            if n > 3 { merge(s3, h3, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D) }
+            i += n
+        }
+    }
+
+    /// Partial softmax of one query over the block's first `valid` keys, merged into its running state.
+    @inline(__always)
+    static func merge(_ s: (SIMD16<Float>, SIMD16<Float>), _ at: (row: Int, head: Int, valid: Int),
+                      values: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                      runningMax: UnsafeMutablePointer<Float>, runningSum: UnsafeMutablePointer<Float>, H: Int, D: Int) {
+        let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
+        let valid = Int32(at.valid)
+        let sa = s.0.replacing(with: -.infinity, where: lane .>= valid)
+        let sb = s.1.replacing(with: -.infinity, where: (lane &+ 16) .>= valid)
+        let blockMax = max(sa.max(), sb.max())
+        let pa = simdExp(sa - blockMax), pb = simdExp(sb - blockMax)
+        let blockSum = (pa + pb).sum()
+        let idx = at.row * H + at.head
+        let oldMax = runningMax[idx]
+        let newMax = max(oldMax, blockMax)
+        let alpha = Foundation.exp(oldMax - newMax)  // 0 on the first block (oldMax = -inf)
+        let beta = Foundation.exp(blockMax - newMax)
+        runningMax[idx] = newMax
+        runningSum[idx] = runningSum[idx] * alpha + blockSum * beta
+        let o = out + idx * D
+        for d in 0..<D { o[d] *= alpha }
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: 32) { p in
+            for j in 0..<16 { p[j] = pa[j] * beta; p[j + 16] = pb[j] * beta }
+            var d = 0
+            while d + 16 <= D {
+                var acc = SIMD16<Float>(UnsafeBufferPointer(start: o + d, count: 16))
+                for j in 0..<at.valid {
+                    acc = acc.addingProduct(p[j], SIMD16<Float>(UnsafeBufferPointer(start: values + j * D + d, count: 16)))
+                }
+                for t in 0..<16 { o[d + t] = acc[t] }
+                d += 16
+            }
+            while d < D {
+                var acc = o[d]
+                for j in 0..<at.valid { acc = acc.addingProduct(p[j], values[j * D + d]) }
+                o[d] = acc
+                d += 1
+            }
+        }
+    }
+}

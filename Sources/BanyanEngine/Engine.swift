@@ -1,0 +1,174 @@
+import Foundation
+import BanyanKernels
+import BanyanKV
+import BanyanAttention
+import BanyanModel
+import BanyanTokenizer
+
+/// Errors of a request; each says what was wrong and with which numbers.
+public enum EngineError: BanyanError {
+    case invalidRequest(String)
+    case contextExceeded(String)
+
+    public var description: String {
+        switch self {
+        case .invalidRequest(let m), .contextExceeded(let m): return m
+        }
+    }
+}
+
+/// Engine-wide settings.
+public struct EngineOptions: Sendable {
+    public var threadCount: Int = ProcessInfo.processInfo.activeProcessorCount
+    /// KV cache budget; the pool's memory is committed lazily, so a large budget costs nothing unused.
+    public var maxKVBytes: Int = Int(ProcessInfo.processInfo.physicalMemory / 2)
+    public var attention: AttentionMode = .hydragen
+    /// Most sequences decoded in one step; more samples run in waves over the same pinned prefix.
+    public var maxBatch: Int = 256
+    /// Most rows in one prefill step (longer prompts are prefilled in chunks).
+    public var prefillChunk: Int = 256
+    public init() {}
+}
+
+/// Why a completion ended.
+public enum FinishReason: String, Sendable, Codable {
+    case length, eos, stop
+}
+
+/// A generation request: N samples of each `prompt + suffix`.
+public struct GenerateRequest: Sendable {
+    public var prompt: [Int]
+    /// Second-level prompts sharing `prompt`; empty means one empty suffix.
+    public var suffixes: [[Int]] = []
+    public var n: Int = 1
+    public var maxTokens: Int = 64
+    public var sampling = SamplingParameters()
+    public var stopTokenIDs: Set<Int> = []
+    public var stopStrings: [String] = []
+    public var ignoreEOS = false
+    public init(prompt: [Int]) { self.prompt = prompt }
+}
+
+/// One sample's output.
+public struct Completion: Sendable {
+    public var index: Int
+    public var suffixIndex: Int
+    public var sampleIndex: Int
+    public var tokens: [Int]
+    /// Natural-log probability of each token under the model (before temperature and filters).
+    public var logprobs: [Double]
+    public var text: String?
+    public var finishReason: FinishReason
+}
+
+/// Everything `generate` returns.
+public struct GenerateResult: Sendable {
+    public var completions: [Completion]
+    public var promptTokens: Int
+    public var completionTokens: Int
+    public var prefillSeconds: Double
+    public var decodeSeconds: Double
+    public var decodeSteps: Int
+    /// Peak bytes of KV blocks held during the request.
+    public var kvPeakBytes: Int
+}
+
+/// One continuation's scores.
+public struct ScoreResult: Sendable {
+    public var tokens: [Int]
+    public var logprobs: [Double]
+    public var totalLogprob: Double { logprobs.reduce(0, +) }
+}
+
+/// Runs requests on one model: owns the thread pool, the KV cache and the step buffers.
+/// Not reentrant: one request at a time.
+public final class Engine: @unchecked Sendable {
+    public let model: Model
+    public let tokenizer: Tokenizer?
+    public let threads: ThreadPool
+    public let kv: KVCache
+    public var options: EngineOptions
+    let buffers: StepBuffers
+
+    public init(model: Model, tokenizer: Tokenizer? = nil, threads: ThreadPool, options: EngineOptions = EngineOptions()) throws {
+        self.model = model
+        self.tokenizer = tokenizer
+        self.threads = threads
+        self.options = options
+        let c = model.config
+        let layout = KVLayout(layerCount: c.layerCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim)
+        kv = KVCache(pool: try KVBlockPool(layout: layout, budgetBytes: options.maxKVBytes))
+        buffers = StepBuffers(config: c)
+    }
+
+    public var config: ModelConfig { model.config }
+
+    // MARK: - Validation
+
+    func validate(tokens: [Int], what: String) throws {
+        for t in tokens where t < 0 || t >= config.vocabularySize {
+            throw EngineError.invalidRequest("\(what): token id \(t) out of range (vocabulary size \(config.vocabularySize))")
+        }
+    }
+
+    /// Refuses contexts the model cannot attend over exactly (no silent truncation).
+    func validateContext(_ length: Int, what: String) throws {
+        if length > config.maxPositionCount {
+            throw EngineError.contextExceeded("\(what): \(length) tokens exceed the model's context of \(config.maxPositionCount) tokens")
+        }
+        if let window = config.slidingWindow, length > window {
+            throw EngineError.contextExceeded("\(what): \(length) tokens exceed the sliding window of \(window) tokens (config.json sliding_window); Banyan computes full attention only and refuses rather than diverge")
+        }
+    }
+
+    // MARK: - Steps
+
+    /// Runs one forward step over `rows` (each row one token of a sequence, positions already appended
+    /// in the KV cache) and returns the logits of `logitRows`.
+    func step(tokens: [Int32], sequences: [SequenceID], positions: [Int], logitRows: [Int]) -> UnsafeMutablePointer<Float> {
+        var rows: [AttentionRow] = []
+        rows.reserveCapacity(tokens.count)
+        var tables: [SequenceID: [BlockID]] = [:]
+        for (s, p) in zip(sequences, positions) {
+            let blocks = tables[s] ?? kv.blocks(s)
+            tables[s] = blocks
+            rows.append(AttentionRow(sequence: s, blocks: blocks, position: p))
+        }
+        let plan = AttentionPlan(rows: rows, blockTokenCount: kv.layout.blockTokenCount, mode: options.attention)
+        model.forward(StepInput(tokens: tokens, rows: rows, logitRows: logitRows), plan: plan, kv: kv.pool,
+                      buffers: buffers, threads: threads)
+        return buffers.logits
+    }
+
+    /// Prefills `tokens` into each sequence (appending after what it holds), in chunks of at most
+    /// `prefillChunk` rows shared across sequences. Returns each sequence's last-row logits.
+    func prefill(_ work: [(SequenceID, [Int])]) throws -> [[Float]] {
+        let vocab = config.vocabularySize
+        var last = [[Float]](repeating: [], count: work.count)
+        // Flatten to (work index, token offset) rows and cut into chunks.
+        var pending: [(w: Int, offset: Int)] = []
+        for (i, (_, toks)) in work.enumerated() { for j in 0..<toks.count { pending.append((i, j)) } }
+        var start = 0
+        while start < pending.count {
+            let chunk = pending[start..<min(pending.count, start + options.prefillChunk)]
+            var tokens: [Int32] = [], seqs: [SequenceID] = [], positions: [Int] = [], logitRows: [Int] = []
+            var logitOwners: [Int] = []
+            var firstPosition: [Int: Int] = [:]
+            for (w, offset) in chunk where firstPosition[w] == nil {
+                firstPosition[w] = try kv.append(work[w].0, count: chunk.filter { $0.w == w }.count) - offset
+            }
+            for (r, (w, offset)) in chunk.enumerated() {
+                tokens.append(Int32(work[w].1[offset]))
+                seqs.append(work[w].0)
+                positions.append(firstPosition[w]! + offset)
+                if offset == work[w].1.count - 1 { logitRows.append(r); logitOwners.append(w) }
+            }
+            let logits = step(tokens: tokens, sequences: seqs, positions: positions, logitRows: logitRows)
+            for (i, w) in logitOwners.enumerated() {
+                last[w] = Array(UnsafeBufferPointer(start: logits + i * vocab, count: vocab))
+            }
+            start += chunk.count
+        }
+        return last
+    }
+}

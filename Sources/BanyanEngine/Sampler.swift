@@ -1,0 +1,97 @@
+import Foundation
+
+/// How the next token is drawn from logits. `temperature == 0` is greedy (lowest id wins ties).
+public struct SamplingParameters: Sendable, Equatable {
+    public var temperature: Float = 1
+    public var topK: Int = 0          // 0: off
+    public var topP: Float = 1        // 1: off
+    public var minP: Float = 0        // 0: off
+    public var seed: UInt64 = 0
+    public init(temperature: Float = 1, topK: Int = 0, topP: Float = 1, minP: Float = 0, seed: UInt64 = 0) {
+        self.temperature = temperature; self.topK = topK; self.topP = topP; self.minP = minP; self.seed = seed
+    }
+}
+
+/// A sequence's own random stream, seeded from (seed, sequence index) alone so its tokens never
+/// depend on what else is in the batch (xoshiro256** seeded through SplitMix64).
+public struct SequenceRNG: RandomNumberGenerator, Sendable {
+    private var s: (UInt64, UInt64, UInt64, UInt64)
+    public init(seed: UInt64, index: Int) {
+        var x = seed ^ (UInt64(truncatingIfNeeded: index) &* 0xD1B5_4A32_D192_ED03)
+        func splitmix() -> UInt64 {
+            x &+= 0x9E37_79B9_7F4A_7C15
+            var z = x
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            return z ^ (z >> 31)
+        }
+        s = (splitmix(), splitmix(), splitmix(), splitmix())
+    }
+    public mutating func next() -> UInt64 {
+        let result = ((s.1 &* 5) << 7 | (s.1 &* 5) >> 57) &* 9
+        let t = s.1 << 17
+        s.2 ^= s.0; s.3 ^= s.1; s.1 ^= s.2; s.0 ^= s.3; s.2 ^= t
+        s.3 = (s.3 << 45) | (s.3 >> 19)
+        return result
+    }
+    /// Uniform in [0, 1) with 53 bits.
+    public mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}
+
+/// Draws tokens: temperature, then top-k, top-p and min-p filters (the order transformers applies them).
+public enum Sampler {
+    public static func sample(logits: UnsafePointer<Float>, count: Int, parameters p: SamplingParameters,
+                              rng: inout SequenceRNG) -> Int {
+        if p.temperature == 0 { return argmax(logits, count: count) }
+        // Candidates sorted by logit (ties by id) so the draw is reproducible.
+        var ids = Array(0..<count)
+        if p.topK > 0 && p.topK < count {
+            ids.sort { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
+            ids.removeLast(count - p.topK)
+        } else if p.topP < 1 || p.minP > 0 {
+            ids.sort { logits[$0] != logits[$1] ? logits[$0] > logits[$1] : $0 < $1 }
+        }
+        let t = Double(p.temperature)
+        let top = ids.map { Double(logits[$0]) }.max() ?? 0
+        var probs = ids.map { Foundation.exp((Double(logits[$0]) - top) / t) }
+        var total = probs.reduce(0, +)
+        if p.topP < 1 {
+            var cumulative = 0.0
+            var keep = probs.count
+            for (i, q) in probs.enumerated() {
+                cumulative += q / total
+                if cumulative >= Double(p.topP) { keep = i + 1; break }
+            }
+            probs.removeLast(probs.count - keep); ids.removeLast(ids.count - keep)
+            total = probs.reduce(0, +)
+        }
+        if p.minP > 0, let best = probs.max() {
+            let threshold = Double(p.minP) * best
+            var keptIDs: [Int] = [], kept: [Double] = []
+            for (i, q) in probs.enumerated() where q >= threshold { keptIDs.append(ids[i]); kept.append(q) }
+            ids = keptIDs; probs = kept
+            total = probs.reduce(0, +)
+        }
+        var u = rng.unit() * total
+        for (i, q) in probs.enumerated() {
+            u -= q
+            if u < 0 { return ids[i] }
+        }
+        return ids[probs.count - 1]
+    }
+
+    public static func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int {
+        var best = 0
+        for i in 1..<max(count, 1) where x[i] > x[best] { best = i }
+        return best
+    }
+
+    /// Natural-log probability of `token` under `logits` (log-softmax in Double).
+    public static func logProbability(of token: Int, logits: UnsafePointer<Float>, count: Int) -> Double {
+        var m = -Float.infinity
+        for i in 0..<count { m = max(m, logits[i]) }
+        var s = 0.0
+        for i in 0..<count { s += Foundation.exp(Double(logits[i] - m)) }
+        return Double(logits[token] - m) - Foundation.log(s)
+    }
+}

@@ -1,0 +1,51 @@
+import CBanyanKernels
+
+/// Which matmul implementation runs: chosen once from CPUID, or forced to `portable`.
+public enum KernelPath: String, Sendable, CaseIterable {
+    /// AVX-512 F/BW/VL kernels, and the CPU also has AVX512_BF16 (`matmulFast` available).
+    case avx512bf16
+    case avx512f
+    case avx2
+    /// Swift SIMD16 kernels (any CPU).
+    case portable
+}
+
+/// Kernel path selection. Detection happens once; `forcePortable` is set by the CLI or tests
+/// before work starts (it is read at every matmul call, so flipping it mid-run is allowed but
+/// mixes paths whose bits differ).
+public enum KernelDispatch {
+    /// Best path this CPU and OS support.
+    public static let detected: KernelPath = {
+        if banyan_cpu_has_avx512bf16() != 0 { return .avx512bf16 }
+        if banyan_cpu_has_avx512() != 0 { return .avx512f }
+        if banyan_cpu_has_avx2() != 0 { return .avx2 }
+        return .portable
+    }()
+
+    /// Forces the portable Swift path (reproducible across CPUs, slow).
+    nonisolated(unsafe) public static var forcePortable = false
+
+    /// Whether this CPU can run `path`.
+    public static func supports(_ path: KernelPath) -> Bool {
+        switch path {
+        case .portable: true
+        case .avx2: detected != .portable
+        case .avx512f: detected == .avx512f || detected == .avx512bf16
+        case .avx512bf16: detected == .avx512bf16
+        }
+    }
+
+    /// Every path this CPU can run, best first.
+    public static var supportedPaths: [KernelPath] { KernelPath.allCases.filter(supports) }
+
+    /// Whether `matmulFast` (bf16 dot products) can run: AVX512_BF16 present and portable not forced.
+    public static var fastMatmulAvailable: Bool { active == .avx512bf16 }
+
+    /// The path the next matmul uses.
+    public static var active: KernelPath { forcePortable ? .portable : detected }
+
+    /// One line for `banyan info`, e.g. "matmul: avx512bf16 (detected avx512bf16)".
+    public static var description: String {
+        "matmul: \(active.rawValue) (detected \(detected.rawValue)\(forcePortable ? ", portable forced" : ""))"
+    }
+}

@@ -1,0 +1,216 @@
+import Foundation
+import BanyanKernels
+import BanyanKV
+import BanyanAttention
+
+/// A loaded model: resolved config, weights, RoPE frequencies. `forward` is the whole network.
+public final class Model: @unchecked Sendable {
+    public let name: String
+    public let config: ModelConfig
+    public let weights: ModelWeights
+    /// Folder the model came from (for `tokenizer.json`), nil for synthetic models.
+    public let folder: URL?
+    /// RoPE inverse frequencies `[headDim / 2]`, scaling applied, as transformers computes them.
+    let inverseFrequencies: [Float]
+
+    public init(name: String, config: ModelConfig, weights: ModelWeights, folder: URL? = nil) {
+        self.name = name; self.config = config; self.weights = weights; self.folder = folder
+        inverseFrequencies = Model.ropeInverseFrequencies(config)
+    }
+
+    /// Loads `spec`: a Hugging Face folder, `synthetic:NAME` (optionally `synthetic:NAME:f32|f16|bf16`),
+    /// or `builtin:stories260k` (the small trained model shipped with Banyan).
+    public static func load(_ spec: String, threads: ThreadPool) throws -> Model {
+        if spec.hasPrefix("synthetic:") {
+            let parts = spec.dropFirst("synthetic:".count).split(separator: ":").map(String.init)
+            var dtype = DType.bf16
+            if parts.count > 1 {
+                guard parts.count == 2, let d = DType(rawValue: parts[1]) else {
+                    throw ModelError.invalidInput("--model \(spec): expected synthetic:NAME or synthetic:NAME:f32|f16|bf16")
+                }
+                dtype = d
+            }
+            let (config, weights) = try SyntheticModels.make(parts.first ?? "", dtype: dtype, threads: threads)
+            return Model(name: spec, config: config, weights: weights)
+        }
+        let folder: URL
+        if spec.hasPrefix("builtin:") {
+            let name = String(spec.dropFirst("builtin:".count))
+            guard name == "stories260k", let url = Bundle.module.url(forResource: "Builtin/stories260k", withExtension: nil) else {
+                throw ModelError.invalidInput("--model \(spec): unknown built-in model (builtin:stories260k)")
+            }
+            folder = url
+        } else {
+            folder = URL(fileURLWithPath: spec)
+            var isDir: ObjCBool = false
+            guard FileManager.default.fileExists(atPath: spec, isDirectory: &isDir), isDir.boolValue else {
+                throw ModelError.io(path: spec, message: "not a model folder (expected config.json and *.safetensors, or synthetic:NAME)")
+            }
+        }
+        let config = try ModelConfig.load(folder: folder)
+        let checkpoint = try Checkpoint(folder: folder)
+        let weights = try ModelWeights.load(checkpoint: checkpoint, config: config)
+        return Model(name: spec, config: config, weights: weights, folder: folder)
+    }
+
+    static func ropeInverseFrequencies(_ c: ModelConfig) -> [Float] {
+        let half = c.headDim / 2
+        return (0..<half).map { i -> Float in
+            let exponent = Float(2 * i) / Float(c.headDim)
+            let base = Float(1) / Float(pow(c.ropeTheta, Double(exponent)))
+            switch c.ropeScaling {
+            case .none: return base
+            case .linear(let factor): return base / Float(factor)
+            case let .llama3(factor, low, high, original):
+                let wavelength = 2 * Double.pi / Double(base)
+                let lowWavelength = Double(original) / low, highWavelength = Double(original) / high
+                if wavelength < highWavelength { return base }
+                if wavelength > lowWavelength { return base / Float(factor) }
+                let smooth = (Double(original) / wavelength - low) / (high - low)
+                return Float((1 - smooth) * Double(base) / factor + smooth * Double(base))
+            }
+        }
+    }
+}
+
+/// What one forward step computes: a token per row, where each row sits in the KV cache, and which
+/// rows need logits (the last prompt row in prefill, every row in decode and scoring).
+public struct StepInput: Sendable {
+    public var tokens: [Int32]
+    public var rows: [AttentionRow]
+    public var logitRows: [Int]
+    public init(tokens: [Int32], rows: [AttentionRow], logitRows: [Int]) {
+        self.tokens = tokens; self.rows = rows; self.logitRows = logitRows
+    }
+}
+
+/// Preallocated activations of a step (`[rows, ...]` float32), grown when a larger step comes.
+public final class StepBuffers: @unchecked Sendable {
+    let config: ModelConfig
+    private(set) var rowCapacity = 0
+    private(set) var logitCapacity = 0
+    var x, xn, q, k, v, attn, gate, up: UnsafeMutablePointer<Float>
+    var cosines, sines: UnsafeMutablePointer<Float>  // [rows, headDim / 2]
+    var logitInput: UnsafeMutablePointer<Float>      // [logitRows, hidden]
+    /// `[logitRows, vocab]` logits of the last step.
+    public private(set) var logits: UnsafeMutablePointer<Float>
+    let attentionScratch = AttentionScratch()
+
+    public init(config: ModelConfig) {
+        self.config = config
+        x = .allocate(capacity: 1); xn = .allocate(capacity: 1); q = .allocate(capacity: 1); k = .allocate(capacity: 1)
+        v = .allocate(capacity: 1); attn = .allocate(capacity: 1); gate = .allocate(capacity: 1); up = .allocate(capacity: 1)
+        cosines = .allocate(capacity: 1); sines = .allocate(capacity: 1)
+        logitInput = .allocate(capacity: 1); logits = .allocate(capacity: 1)
+    }
+
+    deinit { for p in [x, xn, q, k, v, attn, gate, up, cosines, sines, logitInput, logits] { p.deallocate() } }
+
+    func reserve(rows: Int, logitRows: Int) {
+        let c = config
+        if rows > rowCapacity {
+            for p in [x, xn, q, k, v, attn, gate, up, cosines, sines] { p.deallocate() }
+            x = .allocate(capacity: rows * c.hiddenSize); xn = .allocate(capacity: rows * c.hiddenSize)
+            q = .allocate(capacity: rows * c.qDim); attn = .allocate(capacity: rows * c.qDim)
+            k = .allocate(capacity: rows * c.kvDim); v = .allocate(capacity: rows * c.kvDim)
+            gate = .allocate(capacity: rows * c.intermediateSize); up = .allocate(capacity: rows * c.intermediateSize)
+            cosines = .allocate(capacity: rows * c.headDim / 2); sines = .allocate(capacity: rows * c.headDim / 2)
+            rowCapacity = rows
+        }
+        if logitRows > logitCapacity {
+            logitInput.deallocate(); logits.deallocate()
+            logitInput = .allocate(capacity: logitRows * c.hiddenSize)
+            logits = .allocate(capacity: logitRows * c.vocabularySize)
+            logitCapacity = logitRows
+        }
+    }
+}
+
+extension Model {
+    /// One step of the network over `input.rows` (prefill rows of one or more sequences, or one decode
+    /// row per sequence): writes each row's K/V into its KV block, attends over the plan, and leaves
+    /// `[logitRows, vocab]` logits in `buffers.logits`. Activations and accumulation are float32.
+    public func forward(_ input: StepInput, plan: AttentionPlan, kv: KVBlockPool,
+                        buffers b: StepBuffers, threads: ThreadPool) {
+        let c = config, w = weights
+        let T = input.tokens.count, hidden = c.hiddenSize, D = c.headDim, half = D / 2
+        let H = c.headCount, KVH = c.kvHeadCount, ffn = c.intermediateSize, C = kv.layout.blockTokenCount
+        b.reserve(rows: T, logitRows: input.logitRows.count)
+        let shape = AttentionShape(headCount: H, kvHeadCount: KVH, headDim: D)
+        let queryScale = 1 / Float(D).squareRoot()
+
+        // Embeddings and this step's RoPE angles (float32 products, as transformers computes them).
+        for r in 0..<T {
+            w.embedding.copyRow(Int(input.tokens[r]), into: b.x + r * hidden)
+            let pos = Float(input.rows[r].position)
+            for i in 0..<half {
+                let angle = pos * inverseFrequencies[i]
+                b.cosines[r * half + i] = cos(angle)
+                b.sines[r * half + i] = sin(angle)
+            }
+        }
+
+        for (l, layer) in w.layers.enumerated() {
+            // Attention: norm, QKV (+bias), RoPE, KV write, attention over the plan, out-projection, residual.
+            layer.attentionNorm.withUnsafeBufferPointer {
+                Elementwise.rmsNorm(b.x, weight: $0.baseAddress!, out: b.xn, rows: T, dim: hidden, epsilon: c.rmsNormEpsilon)
+            }
+            matmul(b.xn, rows: T, weight: layer.wq, out: b.q, pool: threads)   // [T, H*D]
+            matmul(b.xn, rows: T, weight: layer.wk, out: b.k, pool: threads)   // [T, KVH*D]
+            matmul(b.xn, rows: T, weight: layer.wv, out: b.v, pool: threads)   // [T, KVH*D]
+            if let bq = layer.bq, let bk = layer.bk, let bv = layer.bv {
+                for r in 0..<T {
+                    for i in 0..<c.qDim { b.q[r * c.qDim + i] += bq[i] }
+                    for i in 0..<c.kvDim { b.k[r * c.kvDim + i] += bk[i]; b.v[r * c.kvDim + i] += bv[i] }
+                }
+            }
+            for r in 0..<T {
+                let cs = b.cosines + r * half, sn = b.sines + r * half
+                for h in 0..<H { rotateHalf(b.q + (r * H + h) * D, cs, sn, half, scale: queryScale) }
+                for h in 0..<KVH { rotateHalf(b.k + (r * KVH + h) * D, cs, sn, half, scale: 1) }
+                // K goes in transposed ([headDim, blockTokens]) so scores are vector FMAs over the block.
+                let row = input.rows[r]
+                let block = row.blocks[row.position / C], slot = row.position % C
+                for h in 0..<KVH {
+                    let kt = kv.keys(block, layer: l, kvHead: h), vt = kv.values(block, layer: l, kvHead: h)
+                    let ks = b.k + (r * KVH + h) * D, vs = b.v + (r * KVH + h) * D
+                    for d in 0..<D { kt[d * C + slot] = ks[d] }
+                    (vt + slot * D).update(from: vs, count: D)
+                }
+            }
+            Attention.run(plan: plan, q: b.q, out: b.attn, kv: kv, layer: l, shape: shape,
+                          scratch: b.attentionScratch, threads: threads)   // [T, H*D]
+            matmul(b.attn, rows: T, weight: layer.wo, out: b.xn, pool: threads)
+            Elementwise.add(b.x, b.xn, count: T * hidden)
+
+            // MLP: norm, gate/up, SiLU·mul, down, residual.
+            layer.mlpNorm.withUnsafeBufferPointer {
+                Elementwise.rmsNorm(b.x, weight: $0.baseAddress!, out: b.xn, rows: T, dim: hidden, epsilon: c.rmsNormEpsilon)
+            }
+            matmul(b.xn, rows: T, weight: layer.wGate, out: b.gate, pool: threads)  // [T, ffn]
+            matmul(b.xn, rows: T, weight: layer.wUp, out: b.up, pool: threads)      // [T, ffn]
+            Elementwise.siluMultiply(b.gate, b.up, count: T * ffn)
+            matmul(b.gate, rows: T, weight: layer.wDown, out: b.xn, pool: threads)  // [T, hidden]
+            Elementwise.add(b.x, b.xn, count: T * hidden)
+        }
+
+        // Final norm and LM head, only for the rows whose logits are needed.
+        for (i, r) in input.logitRows.enumerated() {
+            w.finalNorm.withUnsafeBufferPointer {
+                Elementwise.rmsNorm(b.x + r * hidden, weight: $0.baseAddress!, out: b.logitInput + i * hidden,
+                                    rows: 1, dim: hidden, epsilon: c.rmsNormEpsilon)
+            }
+        }
+        matmul(b.logitInput, rows: input.logitRows.count, weight: w.lmHead, out: b.logits, pool: threads)
+    }
+}
+
+/// RoPE in transformers' `rotate_half` layout: dimension i pairs with i + headDim/2.
+@inline(__always)
+func rotateHalf(_ x: UnsafeMutablePointer<Float>, _ cs: UnsafePointer<Float>, _ sn: UnsafePointer<Float>, _ half: Int, scale: Float) {
+    for i in 0..<half {
+        let a = x[i], b = x[i + half]
+        x[i] = (a * cs[i] - b * sn[i]) * scale
+        x[i + half] = (b * cs[i] + a * sn[i]) * scale
+    }
+}
