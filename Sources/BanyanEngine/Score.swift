@@ -1,5 +1,6 @@
 import Foundation
 import BanyanKV
+import BanyanKernels
 
 extension Engine {
     /// Log-probabilities of each continuation token given the prompt and the continuation before it.
@@ -55,5 +56,22 @@ extension Engine {
         }
         try flush()
         return (results, kv.pool.peakBytes)
+    }
+}
+
+extension Engine {
+    /// The full next-token log-probability distribution after `prompt` (`[vocab]`, natural log).
+    public func nextTokenLogprobs(prompt: [Int]) throws -> [Float] {
+        guard !prompt.isEmpty else { throw EngineError.invalidRequest("the prompt is empty") }
+        try validate(tokens: prompt, what: "prompt")
+        try validateContext(prompt.count, what: "prompt")
+        let root = kv.createSequence()
+        defer { kv.free(root) }
+        let logits = try prefill([(root, prompt)])[0]
+        var out = [Float](repeating: 0, count: logits.count)
+        logits.withUnsafeBufferPointer { l in
+            out.withUnsafeMutableBufferPointer { Elementwise.logSoftmax(l.baseAddress!, count: l.count, out: $0.baseAddress!) }
+        }
+        return out
     }
 }

@@ -1,0 +1,85 @@
+import Foundation
+import Testing
+import BanyanKernels
+import BanyanModel
+import BanyanEngine
+import BanyanAttention
+import BanyanTestSupport
+
+/// A fixture's reference outputs, computed by Hugging Face transformers (scripts/make_fixtures.py)
+/// from the saved checkpoint loaded back in float32.
+struct Reference: Decodable {
+    struct Greedy: Decodable { let prompt: [Int]; let tokens: [Int]; let margins: [Double] }
+    let dtype: String
+    let input_ids: [Int]
+    let target_logprobs: [Double]
+    let last_logprobs: [Double]
+    let greedy: Greedy
+
+    static func load(_ url: URL) throws -> Reference { try JSONDecoder().decode(Reference.self, from: Data(contentsOf: url)) }
+}
+
+/// Every committed fixture folder.
+let fixtureNames: [String] = {
+    let dir = FixturePaths.fixtures.appendingPathComponent("models")
+    return ((try? FileManager.default.contentsOfDirectory(atPath: dir.path)) ?? []).sorted()
+}()
+
+func makeEngine(_ spec: String, threads: Int = 2, attention: AttentionMode = .hydragen, maxBatch: Int = 256) throws -> Engine {
+    let pool = ThreadPool(threadCount: threads)
+    var options = EngineOptions()
+    options.attention = attention
+    options.maxBatch = maxBatch
+    options.maxKVBytes = 1 << 28
+    return try Engine(model: try Model.load(spec, threads: pool), threads: pool, options: options)
+}
+
+/// Tolerance on log-probabilities. Both sides compute in float32 (16-bit weights are widened
+/// exactly), so they differ only by summation order: relative error ~ sqrt(K)·eps per product of
+/// length K ≤ 256, amplified through 2 layers and a log-softmax → ~1e-5 observed; 1e-4 for float32
+/// weights leaves headroom. 16-bit checkpoints have the same float32 math here, but the tolerance the
+/// issue sets for them (1e-3) covers differences in rounding of intermediate activations.
+func tolerance(dtype: String) -> Double { dtype == "float32" ? 1e-4 : 1e-3 }
+
+@Suite("Conformance with transformers")
+struct ConformanceTests {
+    @Test("teacher-forced logprobs, last distribution and greedy tokens match", arguments: fixtureNames)
+    func fixture(_ name: String) throws {
+        let folder = FixturePaths.fixtures.appendingPathComponent("models/\(name)")
+        let ref = try Reference.load(folder.appendingPathComponent("reference.json"))
+        try check(ref, engine: try makeEngine(folder.path))
+    }
+
+    @Test("stories260k (real trained weights) matches transformers")
+    func stories() throws {
+        let ref = try Reference.load(FixturePaths.fixtures.appendingPathComponent("stories260k_reference.json"))
+        try check(ref, engine: try makeEngine("builtin:stories260k"))
+    }
+
+    func check(_ ref: Reference, engine: Engine) throws {
+        let tol = tolerance(dtype: ref.dtype)
+        let (scores, _) = try engine.score(prompt: [ref.input_ids[0]], continuations: [Array(ref.input_ids.dropFirst())])
+        #expect(scores[0].logprobs.count == ref.target_logprobs.count)
+        var worst = 0.0
+        for (a, b) in zip(scores[0].logprobs, ref.target_logprobs) { worst = max(worst, abs(a - b)) }
+        #expect(worst <= tol, "teacher-forced logprob max error \(worst) > \(tol)")
+
+        let last = try engine.nextTokenLogprobs(prompt: ref.input_ids)
+        var worstLast = 0.0
+        for (a, b) in zip(last, ref.last_logprobs) { worstLast = max(worstLast, abs(Double(a) - b)) }
+        #expect(last.count == ref.last_logprobs.count)
+        #expect(worstLast <= tol, "last-position logprob max error \(worstLast) > \(tol)")
+
+        var request = GenerateRequest(prompt: ref.greedy.prompt)
+        request.maxTokens = ref.greedy.tokens.count
+        request.sampling.temperature = 0
+        request.ignoreEOS = true
+        let got = try engine.generate(request).completions[0].tokens
+        // Compare up to the first step whose reference top-2 margin is within tolerance: there a
+        // different but equally valid argmax may be picked, and everything after diverges.
+        let trusted = ref.greedy.margins.firstIndex { $0 <= tol } ?? ref.greedy.tokens.count
+        #expect(Array(got.prefix(trusted)) == Array(ref.greedy.tokens.prefix(trusted)))
+        #expect(trusted > 0)
+    }
+}
+
