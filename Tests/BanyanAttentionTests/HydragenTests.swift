@@ -1,0 +1,192 @@
+import Foundation
+import Testing
+import BanyanKernels
+import BanyanKV
+import BanyanAttention
+import BanyanTestSupport
+
+/// A random prefix tree of KV segments in a real `KVCache`: every node's tokens are appended once to
+/// the sequence that reaches it, and children are forks (full blocks shared, partial block copied).
+struct RandomTree {
+    let cache: KVCache
+    var leaves: [SequenceID] = []
+
+    /// `depth` levels; node lengths in `lengths`; fan-out per internal node in `fanOut`.
+    init(layout: KVLayout, depth: Int, fanOut: ClosedRange<Int>, lengths: ClosedRange<Int>, rng: inout SeededRNG) throws {
+        cache = KVCache(pool: try KVBlockPool(layout: layout, budgetBytes: 1 << 30))
+        var frontier = [cache.createSequence()]
+        for level in 0..<depth {
+            var next: [SequenceID] = []
+            for s in frontier {
+                let children = level == 0 ? 1 : Int.random(in: fanOut, using: &rng)
+                for c in 0..<children {
+                    let child = c == children - 1 ? s : try cache.fork(s)
+                    try RandomTree.fill(cache, child, count: Int.random(in: lengths, using: &rng), rng: &rng)
+                    next.append(child)
+                }
+            }
+            frontier = next
+        }
+        leaves = frontier
+    }
+
+    /// Appends `count` positions of random K/V (all layers, all heads) to `s`.
+    static func fill(_ cache: KVCache, _ s: SequenceID, count: Int, rng: inout SeededRNG) throws {
+        let start = try cache.append(s, count: count)
+        let L = cache.layout, C = L.blockTokenCount
+        let blocks = cache.blocks(s)
+        for p in start..<(start + count) {
+            for layer in 0..<L.layerCount {
+                for h in 0..<L.kvHeadCount {
+                    let k = cache.pool.keys(blocks[p / C], layer: layer, kvHead: h)
+                    let v = cache.pool.values(blocks[p / C], layer: layer, kvHead: h)
+                    for d in 0..<L.headDim {
+                        k[d * C + p % C] = rng.float()
+                        v[(p % C) * L.headDim + d] = rng.float()
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Plain attention in Double over a row's whole path: the slow, obvious reference.
+func referenceAttention(cache: KVCache, row: AttentionRow, q: UnsafePointer<Float>, shape: AttentionShape, layer: Int) -> [Double] {
+    let C = cache.layout.blockTokenCount, D = shape.headDim, G = shape.groupSize
+    var out = [Double](repeating: 0, count: shape.headCount * D)
+    for h in 0..<shape.headCount {
+        let kvh = h / G
+        var scores = [Double](repeating: 0, count: row.position + 1)
+        for j in 0...row.position {
+            let k = cache.pool.keys(row.blocks[j / C], layer: layer, kvHead: kvh)
+            var s = 0.0
+            for d in 0..<D { s += Double(q[h * D + d]) * Double(k[d * C + j % C]) }
+            scores[j] = s
+        }
+        let m = scores.max()!
+        let w = scores.map { exp($0 - m) }
+        let total = w.reduce(0, +)
+        for j in 0...row.position {
+            let v = cache.pool.values(row.blocks[j / C], layer: layer, kvHead: kvh)
+            for d in 0..<D { out[h * D + d] += w[j] / total * Double(v[(j % C) * D + d]) }
+        }
+    }
+    return out
+}
+
+func runAttention(_ rows: [AttentionRow], q: [Float], cache: KVCache, shape: AttentionShape, mode: AttentionMode,
+                  threads: Int, layer: Int = 0) -> [Float] {
+    let plan = AttentionPlan(rows: rows, blockTokenCount: cache.layout.blockTokenCount, mode: mode)
+    var out = [Float](repeating: .nan, count: rows.count * shape.headCount * shape.headDim)
+    q.withUnsafeBufferPointer { qp in
+        out.withUnsafeMutableBufferPointer { op in
+            Attention.run(plan: plan, q: qp.baseAddress!, out: op.baseAddress!, kv: cache.pool, layer: layer, shape: shape,
+                          scratch: AttentionScratch(), threads: ThreadPool(threadCount: threads))
+        }
+    }
+    return out
+}
+
+@Suite("Hydragen attention")
+struct HydragenTests {
+    struct Case: Sendable, CustomStringConvertible {
+        let seed: UInt64, depth: Int, fanOut: ClosedRange<Int>, lengths: ClosedRange<Int>, kvHeads: Int, group: Int, headDim: Int
+        var description: String { "seed \(seed) depth \(depth) fan-out \(fanOut) lengths \(lengths) kvHeads \(kvHeads) group \(group) D \(headDim)" }
+    }
+
+    // Depths 1–4, fan-outs up to 64, node lengths 1–3000, MHA and GQA groups 1–8, head dims 64/80/128.
+    static let cases: [Case] = [
+        Case(seed: 1, depth: 1, fanOut: 1...1, lengths: 1...40, kvHeads: 2, group: 1, headDim: 64),
+        Case(seed: 2, depth: 2, fanOut: 64...64, lengths: 1...20, kvHeads: 1, group: 4, headDim: 64),
+        Case(seed: 3, depth: 2, fanOut: 8...16, lengths: 2000...3000, kvHeads: 1, group: 8, headDim: 128),
+        Case(seed: 4, depth: 3, fanOut: 2...6, lengths: 1...100, kvHeads: 2, group: 2, headDim: 80),
+        Case(seed: 5, depth: 4, fanOut: 1...3, lengths: 1...300, kvHeads: 2, group: 1, headDim: 128),
+        Case(seed: 6, depth: 4, fanOut: 2...3, lengths: 30...33, kvHeads: 1, group: 8, headDim: 80),
+        Case(seed: 7, depth: 2, fanOut: 1...1, lengths: 3000...3000, kvHeads: 2, group: 3, headDim: 64),
+    ]
+
+    @Test("decode over a random tree equals plain attention (float64), bitwise equal to baseline", arguments: cases)
+    func decodeTree(_ c: Case) throws {
+        print("HydragenTests seed \(c.seed)")
+        var rng = SeededRNG(seed: c.seed)
+        let layout = KVLayout(layerCount: 2, kvHeadCount: c.kvHeads, headDim: c.headDim)
+        let tree = try RandomTree(layout: layout, depth: c.depth, fanOut: c.fanOut, lengths: c.lengths, rng: &rng)
+        let shape = AttentionShape(headCount: c.kvHeads * c.group, kvHeadCount: c.kvHeads, headDim: c.headDim)
+        let rows = tree.leaves.map { AttentionRow(sequence: $0, blocks: tree.cache.blocks($0), position: tree.cache.length($0) - 1) }
+        let q = rng.floats(rows.count * shape.headCount * c.headDim, scale: 0.5)
+        let hydragen = runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .hydragen, threads: 2, layer: 1)
+        let baseline = runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .baseline, threads: 1, layer: 1)
+        // Same per-row arithmetic by construction: batching changes which rows share a block read, never the math.
+        #expect(hydragen == baseline)
+
+        // Float32 scores of |q·k| ≤ D/4 and a blockwise online softmax: relative error per output
+        // ~ (D + log2(len))·eps ≈ 1e-5 of the output scale (values ≤ 1); 1e-4 absolute is ample and
+        // still far below any real disagreement (a wrong block or mask moves outputs by ~1e-2).
+        var worst = 0.0
+        let width = shape.headCount * c.headDim
+        q.withUnsafeBufferPointer { qp in
+            for (r, row) in rows.enumerated() {
+                let ref = referenceAttention(cache: tree.cache, row: row, q: qp.baseAddress! + r * width, shape: shape, layer: 1)
+                for i in 0..<width { worst = max(worst, abs(ref[i] - Double(hydragen[r * width + i]))) }
+            }
+        }
+        #expect(worst < 1e-4, "max abs error \(worst)")
+
+        // Batch invariance: a row computed alone gives the same bits as within the whole batch.
+        for r in [0, rows.count / 2, rows.count - 1] {
+            let alone = runAttention([rows[r]], q: Array(q[(r * width)..<((r + 1) * width)]), cache: tree.cache, shape: shape,
+                                     mode: .hydragen, threads: 1, layer: 1)
+            #expect(alone == Array(hydragen[(r * width)..<((r + 1) * width)]))
+        }
+    }
+
+    @Test("causal prefill rows over a shared prefix equal the reference")
+    func prefillRows() throws {
+        var rng = SeededRNG(seed: 42)
+        print("HydragenTests seed 42")
+        let layout = KVLayout(layerCount: 1, kvHeadCount: 2, headDim: 64)
+        let tree = try RandomTree(layout: layout, depth: 2, fanOut: 3...3, lengths: 50...90, rng: &rng)
+        let shape = AttentionShape(headCount: 4, kvHeadCount: 2, headDim: 64)
+        // Every position of every leaf from 40 on is a query row (what a prefill of the suffixes does).
+        var rows: [AttentionRow] = []
+        for s in tree.leaves {
+            for p in 40..<tree.cache.length(s) { rows.append(AttentionRow(sequence: s, blocks: tree.cache.blocks(s), position: p)) }
+        }
+        let width = shape.headCount * shape.headDim
+        let q = rng.floats(rows.count * width, scale: 0.5)
+        let out = runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .hydragen, threads: 2)
+        #expect(out == runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .baseline, threads: 2))
+        var worst = 0.0
+        q.withUnsafeBufferPointer { qp in
+            for (r, row) in rows.enumerated() {
+                let ref = referenceAttention(cache: tree.cache, row: row, q: qp.baseAddress! + r * width, shape: shape, layer: 0)
+                for i in 0..<width { worst = max(worst, abs(ref[i] - Double(out[r * width + i]))) }
+            }
+        }
+        #expect(worst < 1e-4, "max abs error \(worst)")
+    }
+
+    @Test("the plan batches shared blocks once and keeps each row's blocks in position order")
+    func planStructure() throws {
+        var rng = SeededRNG(seed: 9)
+        let layout = KVLayout(layerCount: 1, kvHeadCount: 1, headDim: 16)
+        let cache = KVCache(pool: try KVBlockPool(layout: layout, budgetBytes: 1 << 24))
+        let root = cache.createSequence()
+        try RandomTree.fill(cache, root, count: 100, rng: &rng)  // 3 full blocks + 4 tokens
+        let kids = try (0..<5).map { _ in try cache.fork(root) }
+        for k in kids { try RandomTree.fill(cache, k, count: 10, rng: &rng) }
+        let rows = kids.map { AttentionRow(sequence: $0, blocks: cache.blocks($0), position: cache.length($0) - 1) }
+        let hydra = AttentionPlan(rows: rows, blockTokenCount: 32, mode: .hydragen)
+        let base = AttentionPlan(rows: rows, blockTokenCount: 32, mode: .baseline)
+        // 3 shared full blocks read once each + one private last block per child.
+        #expect(hydra.tasks.count == 3 + 5)
+        #expect(hydra.sharedTaskCount == 3)
+        #expect(base.tasks.count == 5 * 4)
+        #expect(hydra.tasks.map(\.blockIndex) == hydra.tasks.map(\.blockIndex).sorted())
+        // Shared blocks are stored once: refcount = root + 5 children.
+        #expect(cache.pool.refCount(cache.blocks(root)[0]) == 6)
+        for k in kids { cache.free(k) }
+        cache.free(root)
+        #expect(cache.pool.usedCount == 0)
+    }
+}
