@@ -1,0 +1,145 @@
+import Foundation
+import Testing
+import BanyanKernels
+import BanyanKV
+import BanyanAttention
+import BanyanModel
+import BanyanEngine
+import BanyanTestSupport
+
+/// A fixed prompt of natural stories260k text (its own greedy output).
+let storyPrompt = [1, 330, 361, 140, 473, 465, 466, 290, 341, 408, 323, 414, 339, 260, 430, 430, 418, 303, 293, 427,
+                   430, 341, 341, 408, 323, 414, 339, 260, 430, 283, 303, 422, 290, 341, 408, 323, 414, 339, 260, 430]
+
+func request(_ prompt: [Int], n: Int = 1, maxTokens: Int = 12, temperature: Float = 0, seed: UInt64 = 0) -> GenerateRequest {
+    var r = GenerateRequest(prompt: prompt)
+    r.n = n
+    r.maxTokens = maxTokens
+    r.sampling = SamplingParameters(temperature: temperature, topK: 0, topP: 0.95, minP: 0.01, seed: seed)
+    r.ignoreEOS = true
+    return r
+}
+
+@Suite("Batch invariance and sharing")
+struct InvarianceTests {
+    @Test("greedy --n 8 gives 8 completions bitwise equal to --n 1", arguments: [AttentionMode.hydragen, .baseline])
+    func greedyN(_ mode: AttentionMode) throws {
+        let engine = try makeEngine("builtin:stories260k", attention: mode)
+        let one = try engine.generate(request(storyPrompt, n: 1)).completions[0]
+        let eight = try engine.generate(request(storyPrompt, n: 8)).completions
+        #expect(eight.count == 8)
+        for (i, c) in eight.enumerated() {
+            #expect(c.index == i && c.sampleIndex == i && c.suffixIndex == 0)
+            #expect(c.tokens == one.tokens)
+            #expect(c.logprobs == one.logprobs)
+        }
+    }
+
+    @Test("sampled --n 8 --seed S: completion i equals --n 3's completion i", arguments: [AttentionMode.hydragen, .baseline])
+    func sampledN(_ mode: AttentionMode) throws {
+        let engine = try makeEngine("builtin:stories260k", attention: mode)
+        let eight = try engine.generate(request(storyPrompt, n: 8, maxTokens: 16, temperature: 1, seed: 7)).completions
+        let three = try engine.generate(request(storyPrompt, n: 3, maxTokens: 16, temperature: 1, seed: 7)).completions
+        for i in 0..<3 {
+            #expect(eight[i].tokens == three[i].tokens)
+            #expect(eight[i].logprobs == three[i].logprobs)
+        }
+        // Different indices draw from different streams.
+        #expect(Set(eight.map(\.tokens)).count > 1)
+    }
+
+    @Test("samples beyond the batch size run in waves with identical results")
+    func waves() throws {
+        let wide = try makeEngine("builtin:stories260k", maxBatch: 256)
+        let narrow = try makeEngine("builtin:stories260k", maxBatch: 3)
+        let a = try wide.generate(request(storyPrompt, n: 7, temperature: 0.8, seed: 3)).completions
+        let b = try narrow.generate(request(storyPrompt, n: 7, temperature: 0.8, seed: 3)).completions
+        #expect(a.map(\.tokens) == b.map(\.tokens))
+        #expect(a.map(\.logprobs) == b.map(\.logprobs))
+        #expect(narrow.kv.pool.usedCount == 0)
+    }
+
+    @Test("hydragen and baseline agree (bitwise, by construction) on generation and scoring")
+    func modesAgree() throws {
+        let h = try makeEngine("builtin:stories260k", attention: .hydragen)
+        let b = try makeEngine("builtin:stories260k", attention: .baseline)
+        let rh = try h.generate(request(storyPrompt, n: 4, maxTokens: 20, temperature: 1, seed: 11)).completions
+        let rb = try b.generate(request(storyPrompt, n: 4, maxTokens: 20, temperature: 1, seed: 11)).completions
+        #expect(rh.map(\.tokens) == rb.map(\.tokens))
+        #expect(rh.map(\.logprobs) == rb.map(\.logprobs))
+        let conts = [[430, 341], [283, 303, 422, 290], [465]]
+        #expect(try h.score(prompt: storyPrompt, continuations: conts).scores.map(\.logprobs)
+                == b.score(prompt: storyPrompt, continuations: conts).scores.map(\.logprobs))
+    }
+
+    @Test("hierarchical prompts: completion (i, j) equals generating prompt + suffix i alone")
+    func hierarchy() throws {
+        let engine = try makeEngine("builtin:stories260k")
+        var r = request(Array(storyPrompt.prefix(35)), n: 3)
+        r.suffixes = [[430, 341, 341], [283], [303, 422, 290, 341, 408]]
+        let result = try engine.generate(r)
+        #expect(result.completions.count == 9)
+        for c in result.completions {
+            #expect(c.index == c.suffixIndex * 3 + c.sampleIndex)
+            let alone = try engine.generate(request(Array(storyPrompt.prefix(35)) + r.suffixes[c.suffixIndex])).completions[0]
+            #expect(c.tokens == alone.tokens)
+            #expect(c.logprobs == alone.logprobs)
+        }
+        #expect(result.promptTokens == 35 + 9)
+    }
+
+    @Test("scoring several continuations at once equals scoring each alone")
+    func scoreBatch() throws {
+        let engine = try makeEngine("builtin:stories260k")
+        let conts = [[430, 341, 341, 408], [283], [303, 422, 290], [465, 466, 290, 341, 408, 323, 414, 339, 260, 430, 430]]
+        let together = try engine.score(prompt: storyPrompt, continuations: conts).scores
+        for (i, c) in conts.enumerated() {
+            let alone = try engine.score(prompt: storyPrompt, continuations: [c]).scores[0]
+            #expect(together[i].tokens == c)
+            #expect(together[i].logprobs == alone.logprobs)
+        }
+    }
+
+    @Test("the prompt's KV is stored once: n samples hold about one prompt plus n suffixes")
+    func kvSharing() throws {
+        let engine = try makeEngine("synthetic:tiny")
+        let prompt = (0..<1000).map { 3 + $0 % 500 }
+        let one = try engine.generate(request(prompt, n: 1, maxTokens: 8)).kvPeakBytes
+        let many = try engine.generate(request(prompt, n: 16, maxTokens: 8)).kvPeakBytes
+        let block = engine.kv.layout.blockByteCount
+        // One prompt (32 blocks) + per sample its copied partial block and the block(s) its 8 new tokens need.
+        #expect(many <= one + 16 * 2 * block)
+        #expect(many < 2 * one)
+        #expect(engine.kv.pool.usedCount == 0, "every block returned after the request")
+    }
+
+    @Test("KV budget exhaustion is a clear error and leaks no block")
+    func budget() throws {
+        let pool = ThreadPool(threadCount: 2)
+        var options = EngineOptions()
+        let model = try Model.load("synthetic:tiny", threads: pool)
+        let layout = KVLayout(layerCount: model.config.layerCount, kvHeadCount: model.config.kvHeadCount, headDim: model.config.headDim)
+        options.maxKVBytes = layout.blockByteCount * 10
+        let engine = try Engine(model: model, threads: pool, options: options)
+        let prompt = (0..<200).map { 3 + $0 }  // 7 blocks
+        do {
+            _ = try engine.generate(request(prompt, n: 8, maxTokens: 40))
+            Issue.record("expected the KV budget to run out")
+        } catch let error as KVError {
+            #expect(error.description.contains("KV cache memory exhausted"))
+        }
+        #expect(engine.kv.pool.usedCount == 0)
+        // A request that fits still runs afterwards.
+        #expect(try engine.generate(request(prompt, n: 1, maxTokens: 4)).completions[0].tokens.count == 4)
+    }
+
+    @Test("invalid requests are refused with a message")
+    func invalid() throws {
+        let engine = try makeEngine("builtin:stories260k")
+        #expect(throws: EngineError.self) { try engine.generate(request(Array(repeating: 5, count: 600))) }
+        #expect(throws: EngineError.self) { try engine.generate(request(Array(repeating: 5, count: 500), maxTokens: 20)) }
+        #expect(throws: EngineError.self) { try engine.generate(request([1, 512])) }
+        #expect(throws: EngineError.self) { try engine.generate(request([])) }
+        #expect(throws: EngineError.self) { try engine.score(prompt: [1], continuations: [[]]) }
+    }
+}
