@@ -26,10 +26,11 @@ extension Engine {
         guard r.maxTokens >= 1 else { throw EngineError.invalidRequest("--max-tokens must be at least 1, got \(r.maxTokens)") }
         try validate(tokens: r.prompt, what: "prompt")
         for (i, s) in suffixes.enumerated() {
+            let what = r.suffixes.isEmpty ? "prompt" : "prompt + suffix \(i)"
             try validate(tokens: s, what: "suffix \(i)")
-            try validateContext(r.prompt.count + s.count, what: "prompt + suffix \(i)")
+            try validateContext(r.prompt.count + s.count, what: what)
             try validateContext(r.prompt.count + s.count + r.maxTokens,
-                                what: "prompt + suffix \(i) (\(r.prompt.count + s.count)) + --max-tokens (\(r.maxTokens))")
+                                what: "\(what) (\(r.prompt.count + s.count)) + --max-tokens (\(r.maxTokens))")
         }
         for t in r.stopTokenIDs { try validate(tokens: [t], what: "stop token") }
         if !r.stopStrings.isEmpty && tokenizer == nil {

@@ -93,7 +93,7 @@ extension ModelConfig {
         guard let archs = try r.stringList("architectures"), let archName = archs.first else {
             throw ModelError.config(file: file, field: "architectures", message: "missing")
         }
-        guard let arch = Architecture(rawValue: archName) else { throw ModelError.unsupportedArchitecture(archName) }
+        guard let arch = Architecture(rawValue: archName) else { throw ModelError.unsupportedArchitecture(archName, file: file) }
 
         let hidden = try r.requiredInt("hidden_size")
         let heads = try r.requiredInt("num_attention_heads")

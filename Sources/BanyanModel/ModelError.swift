@@ -4,7 +4,7 @@ import BanyanKernels
 public enum ModelError: BanyanError {
     case io(path: String, message: String)
     case config(file: String, field: String, message: String)
-    case unsupportedArchitecture(String)
+    case unsupportedArchitecture(String, file: String)
     case safetensors(file: String, message: String)
     case missingTensor(name: String, files: String)
     case tensorMismatch(name: String, file: String, expected: String, found: String)
@@ -15,8 +15,8 @@ public enum ModelError: BanyanError {
         switch self {
         case let .io(path, message): return "\(path): \(message)"
         case let .config(file, field, message): return "\(file): \(field): \(message)"
-        case let .unsupportedArchitecture(name):
-            return "config.json: architecture \"\(name)\" unsupported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"
+        case let .unsupportedArchitecture(name, file):
+            return "\(file): architecture \"\(name)\" unsupported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"
         case let .safetensors(file, message): return "\(file): \(message)"
         case let .missingTensor(name, files): return "\(files): tensor \"\(name)\" missing"
         case let .tensorMismatch(name, file, expected, found):

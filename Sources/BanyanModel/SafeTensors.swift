@@ -49,16 +49,16 @@ public struct SafeTensorsFile: Sendable {
     public let file: MappedFile
     public let tensors: [String: TensorEntry]
     /// Tensor names whose dtype we cannot compute with (e.g. I64 buffers); an error only if one is needed.
-    public let unsupported: [String: String]
+    public let unsupported: [String: (dtype: String, file: String)]
 
     public init(path: String) throws {
         let file = try MappedFile(path: path)
         self.file = file
-        let name = (path as NSString).lastPathComponent
         func fail(_ m: String) -> ModelError { .safetensors(file: path, message: m) }
         guard file.size >= 8 else { throw fail("truncated: \(file.size) bytes, shorter than the 8-byte header length") }
         let headerLength = Int(file.base.loadUnaligned(as: UInt64.self).littleEndian & 0x7FFF_FFFF_FFFF_FFFF)
-        guard headerLength > 0, headerLength <= file.size - 8 else {
+        guard headerLength > 0 else { throw fail("header length is 0 (corrupt file)") }
+        guard headerLength <= file.size - 8 else {
             throw fail("header length \(headerLength) exceeds the file size \(file.size) (truncated or not a safetensors file)")
         }
         let headerData = Data(bytes: file.base + 8, count: headerLength)
@@ -68,8 +68,9 @@ public struct SafeTensorsFile: Sendable {
         let dataStart = 8 + headerLength
         let dataSize = file.size - dataStart
         var tensors: [String: TensorEntry] = [:]
-        var unsupported: [String: String] = [:]
-        for (key, value) in header where key != "__metadata__" {
+        var unsupported: [String: (dtype: String, file: String)] = [:]
+        // Sorted so the first problem reported is the same on every run.
+        for (key, value) in header.sorted(by: { $0.key < $1.key }) where key != "__metadata__" {
             guard let dtypeName = value["dtype"]?.stringValue,
                   let shapeValues = value["shape"]?.arrayValue,
                   let offsets = value["data_offsets"]?.arrayValue, offsets.count == 2,
@@ -89,7 +90,7 @@ public struct SafeTensorsFile: Sendable {
             case "F16": dtype = .f16
             case "BF16": dtype = .bf16
             default:
-                unsupported[key] = dtypeName
+                unsupported[key] = (dtypeName, path)
                 continue
             }
             let count = shape.reduce(1, *)
@@ -99,7 +100,6 @@ public struct SafeTensorsFile: Sendable {
             tensors[key] = TensorEntry(name: key, dtype: dtype, shape: shape, file: file,
                                        offset: dataStart + begin, byteCount: end - begin)
         }
-        _ = name
         self.tensors = tensors
         self.unsupported = unsupported
     }
@@ -110,7 +110,7 @@ public struct SafeTensorsFile: Sendable {
 public struct Checkpoint: Sendable {
     public let folder: URL
     public let tensors: [String: TensorEntry]
-    let unsupported: [String: String]
+    let unsupported: [String: (dtype: String, file: String)]
     let files: [SafeTensorsFile]
 
     public init(folder: URL) throws {
@@ -145,12 +145,12 @@ public struct Checkpoint: Sendable {
             throw ModelError.io(path: folder.path, message: "no model.safetensors or model.safetensors.index.json")
         }
         var all: [String: TensorEntry] = [:]
-        var unsupported: [String: String] = [:]
+        var unsupported: [String: (dtype: String, file: String)] = [:]
         for f in files {
             all.merge(f.tensors) { a, _ in a }
             unsupported.merge(f.unsupported) { a, _ in a }
         }
-        for (tensor, shard) in expected where all[tensor] == nil && unsupported[tensor] == nil {
+        for (tensor, shard) in expected.sorted(by: { $0.key < $1.key }) where all[tensor] == nil && unsupported[tensor] == nil {
             throw ModelError.missingTensor(name: tensor, files: folder.appendingPathComponent(shard).path)
         }
         self.files = files
@@ -161,8 +161,8 @@ public struct Checkpoint: Sendable {
     /// The tensor `name` with exactly `shape`, or a clear error.
     public func tensor(_ name: String, shape: [Int]) throws -> TensorEntry {
         guard let t = tensors[name] else {
-            if let dt = unsupported[name] {
-                throw ModelError.tensorMismatch(name: name, file: folder.path, expected: "F32, F16 or BF16", found: dt)
+            if let u = unsupported[name] {
+                throw ModelError.tensorMismatch(name: name, file: u.file, expected: "F32, F16 or BF16", found: u.dtype)
             }
             throw ModelError.missingTensor(name: name, files: folder.path)
         }

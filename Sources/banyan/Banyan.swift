@@ -56,12 +56,18 @@ struct ModelOptions: ParsableArguments {
     }
 }
 
+/// An error found while a command runs (after flag parsing): printed as one line, exit status 1.
+struct CLIError: BanyanError {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
 /// Parses `1,2,3` token lists.
 func parseTokenList(_ s: String, flag: String) throws -> [Int] {
     let parts = s.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
-    guard !s.isEmpty else { throw ValidationError("\(flag): empty token list") }
+    guard !s.isEmpty else { throw CLIError("\(flag): empty token list") }
     return try parts.map { p in
-        guard let v = Int(p) else { throw ValidationError("\(flag): \"\(p)\" is not a token id (expected e.g. 1,2,3)") }
+        guard let v = Int(p) else { throw CLIError("\(flag): \"\(p)\" is not a token id (expected e.g. 1,2,3)") }
         return v
     }
 }
@@ -71,15 +77,15 @@ func resolvePrompt(text: String?, tokens: String?, engine: Engine, flag: String)
     switch (text, tokens) {
     case (let t?, nil):
         guard let tok = engine.tokenizer else {
-            throw ValidationError("--\(flag) needs a tokenizer and \(engine.model.name) has none: pass --\(flag)-tokens 1,2,3 or --tokenizer PATH")
+            throw CLIError("--\(flag) needs a tokenizer and \(engine.model.name) has none: pass --\(flag)-tokens 1,2,3 or --tokenizer PATH")
         }
         return tok.encode(t, addSpecialTokens: true)
     case (nil, let ids?):
         return try parseTokenList(ids, flag: "--\(flag)-tokens")
     case (nil, nil):
-        throw ValidationError("give --\(flag) TEXT or --\(flag)-tokens 1,2,3")
+        throw CLIError("give --\(flag) TEXT or --\(flag)-tokens 1,2,3")
     default:
-        throw ValidationError("give only one of --\(flag) and --\(flag)-tokens")
+        throw CLIError("give only one of --\(flag) and --\(flag)-tokens")
     }
 }
 
@@ -120,7 +126,7 @@ struct Generate: ParsableCommand {
         if !suffixTokens.isEmpty {
             request.suffixes = try suffixTokens.map { try parseTokenList($0, flag: "--suffix-tokens") }
         } else if !suffix.isEmpty {
-            guard let tok = engine.tokenizer else { throw ValidationError("--suffix needs a tokenizer; use --suffix-tokens") }
+            guard let tok = engine.tokenizer else { throw CLIError("--suffix needs a tokenizer; use --suffix-tokens") }
             request.suffixes = suffix.map { tok.encode($0, addSpecialTokens: false) }
         }
         request.n = n
@@ -181,7 +187,7 @@ struct Score: ParsableCommand {
         if !continuationTokens.isEmpty {
             conts = try continuationTokens.map { try parseTokenList($0, flag: "--continuation-tokens") }
         } else {
-            guard let tok = engine.tokenizer else { throw ValidationError("--continuation needs a tokenizer; use --continuation-tokens") }
+            guard let tok = engine.tokenizer else { throw CLIError("--continuation needs a tokenizer; use --continuation-tokens") }
             conts = continuation.map { tok.encode($0, addSpecialTokens: false) }
         }
         let (scores, kvBytes) = try engine.score(prompt: promptIDs, continuations: conts)

@@ -18,7 +18,7 @@ struct Tokenize: ParsableCommand {
         } else {
             let bytes = FileHandle.standardInput.readDataToEndOfFile()
             guard let s = String(validating: bytes, as: UTF8.self) else {
-                throw ValidationError("standard input is not valid UTF-8")
+                throw CLIError("standard input is not valid UTF-8")
             }
             input = s
         }

@@ -1,0 +1,174 @@
+import Foundation
+import Testing
+import BanyanTestSupport
+
+/// `Tests/Fixtures/stories260k_reference.json`: transformers' greedy tokens and per-token
+/// log-probabilities of `builtin:stories260k` (float32).
+struct StoriesReference {
+    var greedyPrompt: [Int]
+    var greedyTokens: [Int]
+    var inputIDs: [Int]
+    /// `targetLogprobs[i]` = log p(inputIDs[i + 1] | inputIDs[...i]).
+    var targetLogprobs: [Double]
+
+    static func load() throws -> StoriesReference {
+        let url = FixturePaths.fixtures.appendingPathComponent("stories260k_reference.json")
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        let greedy = try #require(json["greedy"] as? [String: Any])
+        return StoriesReference(greedyPrompt: try #require(greedy["prompt"] as? [Int]),
+                                greedyTokens: try #require(greedy["tokens"] as? [Int]),
+                                inputIDs: try #require(json["input_ids"] as? [Int]),
+                                targetLogprobs: try #require(json["target_logprobs"] as? [Double]))
+    }
+}
+
+func idList(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: ",") }
+
+/// The documented output of `generate`, `score` and `info` on `builtin:stories260k`.
+@Suite struct CLIContractTests {
+    let reference: StoriesReference
+    init() throws { reference = try StoriesReference.load() }
+
+    var greedyArguments: [String] {
+        ["--model", "builtin:stories260k", "--prompt-tokens", idList(reference.greedyPrompt), "--max-tokens", "8", "--temperature", "0"]
+    }
+
+    @Test func generateJSONGreedy() throws {
+        #expect(reference.greedyPrompt == [1, 330, 361, 140, 473])
+        let out = try BanyanBinary.json("generate", greedyArguments)
+        let completions = try #require(out["completions"] as? [[String: Any]])
+        try #require(completions.count == 1)
+        let c = completions[0]
+        #expect(c["index"] as? Int == 0)
+        #expect(c["tokens"] as? [Int] == Array(reference.greedyTokens.prefix(8)))
+        #expect(c["text"] is NSNull, "no tokenizer, so text is null: \(String(describing: c["text"]))")
+        // 8 tokens were asked for; the reference's first 8 contain no EOS (2).
+        #expect(c["finish_reason"] as? String == "length")
+        let usage = try #require(out["usage"] as? [String: Any])
+        #expect(usage["prompt_tokens"] as? Int == 5)
+        #expect(usage["completion_tokens"] as? Int == 8)
+        let timing = try #require(out["timing"] as? [String: Any])
+        for key in ["prefill_s", "decode_s", "decode_tokens_per_s"] {
+            let value = try #require(timing[key] as? Double, "timing.\(key)")
+            #expect(value >= 0 && value.isFinite, "timing.\(key) = \(value)")
+        }
+    }
+
+    /// `finish_reason` values are the documented ones, and an EOS ends a completion as "eos" without being included.
+    @Test func generateJSONFinishReasons() throws {
+        // Greedy token 3 is 290; stopping on it ends the completion after two tokens.
+        let stop = try BanyanBinary.json("generate", greedyArguments + ["--stop-token-ids", "290"])
+        let c = try #require((stop["completions"] as? [[String: Any]])?.first)
+        #expect(c["tokens"] as? [Int] == Array(reference.greedyTokens.prefix(2)))
+        #expect(c["finish_reason"] as? String == "stop")
+        let usage = try #require(stop["usage"] as? [String: Any])
+        #expect(usage["completion_tokens"] as? Int == 2)
+    }
+
+    @Test func generateJSONSeveralGreedySamples() throws {
+        let out = try BanyanBinary.json("generate", greedyArguments + ["--n", "3"])
+        let completions = try #require(out["completions"] as? [[String: Any]])
+        #expect(completions.map { $0["index"] as? Int } == [0, 1, 2])
+        for c in completions {
+            #expect(c["tokens"] as? [Int] == Array(reference.greedyTokens.prefix(8)))
+            #expect(c["finish_reason"] as? String == "length")
+        }
+        let usage = try #require(out["usage"] as? [String: Any])
+        #expect(usage["prompt_tokens"] as? Int == 5)
+        #expect(usage["completion_tokens"] as? Int == 24)
+    }
+
+    @Test func generateText() throws {
+        let r = try BanyanBinary.run("generate", greedyArguments)
+        #expect(r.status == 0 && !r.crashed, "\(r)")
+        #expect(r.stdout == reference.greedyTokens.prefix(8).map(String.init).joined(separator: " ") + "\n")
+        #expect(r.stderr.hasPrefix("5 prompt + 8 generated tokens; prefill ") && r.stderr.hasSuffix(" tokens/s); finish: length\n"),
+                "\(r)")
+    }
+
+    @Test func generateTextSeveralSamples() throws {
+        let r = try BanyanBinary.run("generate", greedyArguments + ["--n", "3"])
+        #expect(r.status == 0 && !r.crashed, "\(r)")
+        let line = reference.greedyTokens.prefix(8).map(String.init).joined(separator: " ")
+        #expect(r.stdout == "[0] \(line)\n[1] \(line)\n[2] \(line)\n")
+        #expect(r.stderr.hasPrefix("5 prompt + 24 generated tokens; "), "\(r)")
+    }
+
+    /// Each continuation's log-probabilities equal transformers'; entries keep the continuations' order.
+    /// Tolerance 1e-4: float32 forward passes over 40 tokens, summation order differs from PyTorch.
+    @Test func scoreJSONMatchesReference() throws {
+        let ids = reference.inputIDs, target = reference.targetLogprobs
+        let lengths = [ids.count - 1, 5, 1, 20]
+        var args = ["--model", "builtin:stories260k", "--prompt-tokens", idList([ids[0]])]
+        for n in lengths { args += ["--continuation-tokens", idList(Array(ids[1...n]))] }
+        let out = try BanyanBinary.json("score", args)
+        let scores = try #require(out["scores"] as? [[String: Any]])
+        try #require(scores.count == lengths.count)
+        for (entry, n) in zip(scores, lengths) {
+            #expect(entry["tokens"] as? [Int] == Array(ids[1...n]))
+            let logprobs = try #require(entry["logprobs"] as? [Double])
+            try #require(logprobs.count == n)
+            for (i, (got, want)) in zip(logprobs, target).enumerated() {
+                #expect(abs(got - want) <= 1e-4, "continuation of \(n), token \(i): \(got) vs \(want)")
+            }
+            let total = try #require(entry["total_logprob"] as? Double)
+            #expect(abs(total - target.prefix(n).reduce(0, +)) <= 1e-4 * Double(n), "total of \(n)")
+        }
+    }
+
+    @Test func scoreText() throws {
+        let r = try BanyanBinary.run("score", ["--prompt-tokens", "1", "--continuation-tokens", "461,461", "--continuation-tokens", "461"])
+        #expect(r.status == 0 && !r.crashed, "\(r)")
+        let lines = r.stdout.split(separator: "\n", omittingEmptySubsequences: false)
+        #expect(lines.count == 3 && lines[2] == "", "\(r)")
+        #expect(lines[0].hasPrefix("[0] total -") && lines[0].contains("  (2 tokens; per token: -"), "\(r)")
+        #expect(lines[1].hasPrefix("[1] total -") && lines[1].contains("  (1 tokens; per token: -"), "\(r)")
+        // The first continuation token is scored at the same position in both.
+        let perToken = lines.map { $0.components(separatedBy: "per token: ").last ?? "" }
+        #expect(perToken[0].hasPrefix(perToken[1].dropLast() + " "), "\(r)")  // drop the closing ")"
+    }
+
+    /// stories260k: 5 layers, hidden 64, 8 heads of 8 over 4 KV heads, FFN 172, vocabulary 512, tied.
+    static let storiesInfo: [(key: String, value: String)] = [
+        ("model", "builtin:stories260k"), ("architecture", "LlamaForCausalLM"), ("dtype", "f32"),
+        ("hidden_size", "64"), ("layers", "5"), ("heads", "8"), ("kv_heads", "4"), ("head_dim", "8"), ("intermediate_size", "172"),
+        ("vocab_size", "512"), ("context", "512"),
+        // 5 × (4·64·64 − 2·64·32 attention + 3·64·172 MLP + 2·64 norms) + 512·64 tied embedding + 64 final norm.
+        ("parameters", "\(260_032)"), ("weight_bytes", "\(260_032 * 4)"),
+        ("kv_bytes_per_token", "\(5 * 2 * 4 * 8 * 4)"),  // layers × (K, V) × kvHeads × headDim × float32
+    ]
+
+    @Test func infoJSON() throws {
+        let out = try BanyanBinary.json("info", [])
+        for (key, value) in Self.storiesInfo {
+            if let n = Int(value) { #expect(out[key] as? Int == n, "\(key)") } else { #expect(out[key] as? String == value, "\(key)") }
+        }
+        #expect(out["threads"] as? Int == 1)
+        let kernels = try #require(out["kernels"] as? String)
+        #expect(kernels.hasPrefix("matmul: "), "\(kernels)")
+    }
+
+    /// The text form lists the JSON fields in order, one `key: value` line each.
+    @Test func infoText() throws {
+        let kernels = try #require(try BanyanBinary.json("info", [])["kernels"] as? String)
+        let r = try BanyanBinary.run("info", [])
+        #expect(r.status == 0 && !r.crashed, "\(r)")
+        let expected = Self.storiesInfo.map { "\($0.key): \($0.value)\n" }.joined() + "kernels: \(kernels)\nthreads: 1\n"
+        #expect(r.stdout == expected)
+        #expect(r.stderr == "")
+    }
+
+    /// A fixture folder loads through the CLI too (sharded, bf16, biased, tied).
+    @Test(arguments: ["llama-f32-sharded", "qwen2-bf16", "llama-bf16-mha-tied", "llama-f16-headdim"])
+    func infoFixture(_ fixture: String) throws {
+        let folder = FixturePaths.models.appendingPathComponent(fixture)
+        let config = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("config.json"))) as? [String: Any])
+        let out = try BanyanBinary.json("info", ["--model", folder.path])
+        #expect(out["architecture"] as? String == (config["architectures"] as? [String])?.first)
+        #expect(out["hidden_size"] as? Int == config["hidden_size"] as? Int)
+        #expect(out["vocab_size"] as? Int == config["vocab_size"] as? Int)
+        #expect(out["head_dim"] as? Int == config["head_dim"] as? Int)
+        let dtype = (config["torch_dtype"] ?? config["dtype"]) as? String
+        #expect(out["dtype"] as? String == ["float32": "f32", "float16": "f16", "bfloat16": "bf16"][dtype ?? ""])
+    }
+}
