@@ -1,5 +1,6 @@
 import Foundation
 import BanyanKernels
+import CBanyanKernels
 import BanyanKV
 
 /// Head geometry of one attention layer.
@@ -38,11 +39,22 @@ public final class AttentionScratch: @unchecked Sendable {
 public enum Attention {
     /// `out[r, h, :] = softmax(q[r, h] · K_path(r)ᵀ) V_path(r)` for every row of the plan.
     /// `q`: `[rows, headCount, headDim]`, already scaled by 1/sqrt(headDim); `out`: same shape.
-    /// Parallel over KV heads: each thread owns whole heads, so the merge order per row is fixed.
+    /// Parallel over KV heads (and row slices when there are fewer KV heads than threads): each
+    /// (row, head) is owned by one thread, so its merge order is fixed.
     public static func run(plan: AttentionPlan, q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                            kv: KVBlockPool, layer: Int, shape: AttentionShape,
                            scratch: AttentionScratch, threads: ThreadPool) {
-        let rows = plan.rowCount, H = shape.headCount, D = shape.headDim
+        run(plan: plan, q: q, out: out, kv: kv, layer: layer, shape: shape, scratch: scratch, threads: threads,
+            path: KernelDispatch.active)
+    }
+
+    /// `run` on an explicit kernel path (tests, benchmarks); `path` must be supported here.
+    /// The AVX-512 and AVX2 kernels give the same bits; the portable one differs in rounding.
+    public static func run(plan: AttentionPlan, q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                           kv: KVBlockPool, layer: Int, shape: AttentionShape,
+                           scratch: AttentionScratch, threads: ThreadPool, path: KernelPath) {
+        precondition(KernelDispatch.supports(path), "kernel path \(path) unsupported on this CPU")
+        let rows = plan.rowCount, H = shape.headCount, D = shape.headDim, G = shape.groupSize
         out.update(repeating: 0, count: rows * H * D)
         guard plan.mode != .none, rows > 0 else { return }
         precondition(kv.layout.blockTokenCount == BlockKernel.blockTokens, "KV blocks must hold \(BlockKernel.blockTokens) tokens")
@@ -50,15 +62,36 @@ public enum Attention {
         let m = scratch.runningMax, l = scratch.runningSum
         m.update(repeating: -.infinity, count: rows * H)
         l.update(repeating: 0, count: rows * H)
-        threads.parallelFor(shape.kvHeadCount) { kvHead in
+        // Rows are independent, so when KV heads don't divide evenly over the threads the rows are
+        // also cut into slices; which slice a row lands in changes no arithmetic.
+        let kvHeads = shape.kvHeadCount, T = threads.threadCount
+        let sliceCount = kvHeads % T == 0 ? 1 : min(T, rows)
+        threads.parallelFor(kvHeads * sliceCount) { item in
+            let kvHead = item / sliceCount, slice = item % sliceCount
+            let r0 = slice * rows / sliceCount, r1 = (slice + 1) * rows / sliceCount
             for task in plan.tasks {
-                BlockKernel.apply(task: task, keys: kv.keys(task.block, layer: layer, kvHead: kvHead),
-                                  values: kv.values(task.block, layer: layer, kvHead: kvHead),
-                                  q: q, out: out, runningMax: m, runningSum: l, kvHead: kvHead, shape: shape)
+                // A task's rows ascend (the plan appends them in row order): the slice is a subrange.
+                let lo = sliceCount == 1 ? 0 : lowerBound(task.rows, Int32(r0))
+                let hi = sliceCount == 1 ? task.rows.count : lowerBound(task.rows, Int32(r1))
+                if lo == hi { continue }
+                let keys = kv.keys(task.block, layer: layer, kvHead: kvHead)
+                let values = kv.values(task.block, layer: layer, kvHead: kvHead)
+                switch path {
+                case .avx512bf16, .avx512f, .avx2:
+                    task.rows.withUnsafeBufferPointer { tr in
+                        task.validCounts.withUnsafeBufferPointer { tv in
+                            let kernel = path == .avx2 ? banyan_attention_block_avx2 : banyan_attention_block_avx512
+                            kernel(tr.baseAddress! + lo, tv.baseAddress! + lo, hi - lo, q, keys, values, out, m, l,
+                                   H, D, G, kvHead)
+                        }
+                    }
+                case .portable:
+                    BlockKernel.apply(task: task, slots: lo..<hi, keys: keys, values: values, q: q, out: out,
+                                      runningMax: m, runningSum: l, kvHead: kvHead, shape: shape)
+                }
             }
-            // Normalise this KV head's query heads.
-            let G = shape.groupSize
-            for r in 0..<rows {
+            // Normalise this slice's query heads of this KV head.
+            for r in r0..<r1 {
                 for g in 0..<G {
                     let h = kvHead * G + g
                     let inv = 1 / l[r * H + h]
@@ -68,24 +101,39 @@ public enum Attention {
             }
         }
     }
+
+    /// First index of ascending `a` whose element is ≥ `x`.
+    @inline(__always)
+    static func lowerBound(_ a: [Int32], _ x: Int32) -> Int {
+        var lo = 0, hi = a.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if a[mid] < x { lo = mid + 1 } else { hi = mid }
+        }
+        return lo
+    }
 }
 
-/// The per-block partial softmax and LSE merge, for 32-token blocks. Scores are one FMA chain over
-/// the head dimension per (query, key) pair, so a query's result never depends on which other
-/// queries share the block; queries are processed four at a time to reuse each loaded key vector.
+/// The portable (Swift SIMD) per-block partial softmax and LSE merge, for 32-token blocks; the C
+/// kernels in CBanyanKernels/attention_x86.c do the same with FMAs. Scores are one multiply-add
+/// chain over the head dimension per (query, key) pair, so a query's result never depends on which
+/// other queries share the block; queries are processed four at a time to reuse each loaded key
+/// vector. Products and sums are separate operations (`addingProduct` is a libm call per lane on
+/// targets without FMA).
 enum BlockKernel {
     static let blockTokens = 32
 
+    /// Queries of the task's rows `slots` (indices into `task.rows`) against one block.
     @inline(__always)
-    static func apply(task: AttentionPlan.Task, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+    static func apply(task: AttentionPlan.Task, slots: Range<Int>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
                       q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                       runningMax: UnsafeMutablePointer<Float>, runningSum: UnsafeMutablePointer<Float>,
                       kvHead: Int, shape: AttentionShape) {
         let H = shape.headCount, D = shape.headDim, G = shape.groupSize
-        let queryCount = task.rows.count * G
+        let queryCount = slots.count * G
         // Flattened query index i -> (row, head).
         @inline(__always) func head(_ i: Int) -> (row: Int, head: Int, valid: Int) {
-            let t = i / G
+            let t = slots.lowerBound + i / G
             return (Int(task.rows[t]), kvHead * G + i % G, Int(task.validCounts[t]))
         }
         var i = 0
@@ -101,10 +149,10 @@ enum BlockKernel {
                 let kb = SIMD16<Float>(UnsafeBufferPointer(start: k + 16, count: 16))
                 let a0 = SIMD16<Float>(repeating: q0[d]), a1 = SIMD16<Float>(repeating: q1[d])
                 let a2 = SIMD16<Float>(repeating: q2[d]), a3 = SIMD16<Float>(repeating: q3[d])
-                s0.0 = s0.0.addingProduct(a0, ka); s0.1 = s0.1.addingProduct(a0, kb)
-                s1.0 = s1.0.addingProduct(a1, ka); s1.1 = s1.1.addingProduct(a1, kb)
-                s2.0 = s2.0.addingProduct(a2, ka); s2.1 = s2.1.addingProduct(a2, kb)
-                s3.0 = s3.0.addingProduct(a3, ka); s3.1 = s3.1.addingProduct(a3, kb)
+                s0.0 += a0 * ka; s0.1 += a0 * kb
+                s1.0 += a1 * ka; s1.1 += a1 * kb
+                s2.0 += a2 * ka; s2.1 += a2 * kb
+                s3.0 += a3 * ka; s3.1 += a3 * kb
             }
             merge(s0, h0, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D)
             if n > 1 { merge(s1, h1, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D) }
@@ -141,14 +189,14 @@ enum BlockKernel {
             while d + 16 <= D {
                 var acc = SIMD16<Float>(UnsafeBufferPointer(start: o + d, count: 16))
                 for j in 0..<at.valid {
-                    acc = acc.addingProduct(p[j], SIMD16<Float>(UnsafeBufferPointer(start: values + j * D + d, count: 16)))
+                    acc += p[j] * SIMD16<Float>(UnsafeBufferPointer(start: values + j * D + d, count: 16))
                 }
                 for t in 0..<16 { o[d + t] = acc[t] }
                 d += 16
             }
             while d < D {
                 var acc = o[d]
-                for j in 0..<at.valid { acc = acc.addingProduct(p[j], values[j * D + d]) }
+                for j in 0..<at.valid { acc += p[j] * values[j * D + d] }
                 o[d] = acc
                 d += 1
             }

@@ -103,6 +103,28 @@ public final class Engine: @unchecked Sendable {
 
     public var config: ModelConfig { model.config }
 
+    /// Encodes prompt text as transformers does: the tokenizer's post-processor when it has one;
+    /// otherwise BOS is prepended when `tokenizer_config.json` says `add_bos_token` (Llama and
+    /// Mistral tokenizers default to true, Qwen2's to false).
+    public func encodePrompt(_ text: String) throws -> [Int] {
+        guard let tok = tokenizer else {
+            throw EngineError.invalidRequest("text prompts need a tokenizer and \(model.name) has none: give token ids")
+        }
+        var ids = tok.encode(text, addSpecialTokens: true)
+        if tok.bosTokenID == nil, addsBOS, let bos = config.bosTokenID, ids.first != bos { ids.insert(bos, at: 0) }
+        return ids
+    }
+
+    /// Whether text prompts start with BOS when the tokenizer has no post-processor.
+    var addsBOS: Bool {
+        if let folder = model.folder,
+           let data = FileManager.default.contents(atPath: folder.appendingPathComponent("tokenizer_config.json").path),
+           let flag = JSONValue.parse(data)?["add_bos_token"]?.boolValue {
+            return flag
+        }
+        return config.architecture != .qwen2
+    }
+
     // MARK: - Validation
 
     func validate(tokens: [Int], what: String) throws {
@@ -170,5 +192,39 @@ public final class Engine: @unchecked Sendable {
             start += chunk.count
         }
         return last
+    }
+}
+
+extension Engine {
+    /// Prefills a set of prompts through a `PrefixTree`: every shared run of tokens is computed once
+    /// (level by level, each level's nodes in one batched pass over their ancestors' blocks) and
+    /// children fork from it. Returns, per prompt, the sequence holding it and its last-row logits.
+    /// Sequences of internal nodes are freed once forked; the returned ones are in `created`.
+    func prefillTree(_ prompts: [[Int]], created: inout [SequenceID]) throws -> (sequences: [SequenceID], logits: [[Float]]) {
+        let tree = PrefixTree(prompts)
+        var sequenceOf: [Int: SequenceID] = [:]
+        var logits = [[Float]](repeating: [], count: prompts.count)
+        for level in tree.levels {
+            var work: [(SequenceID, [Int])] = []
+            for node in level {
+                let parent = tree.nodes[node].parent!
+                let seq = parent == 0 ? kv.createSequence() : try kv.fork(sequenceOf[parent]!)
+                created.append(seq)
+                sequenceOf[node] = seq
+                work.append((seq, tree.nodes[node].tokens))
+            }
+            let last = try prefill(work)
+            for (k, node) in level.enumerated() {
+                for p in tree.nodes[node].endingHere { logits[p] = last[k] }
+            }
+            // A parent's blocks now live on in its children; keep it only if a prompt ends there.
+            for node in Set(level.compactMap { tree.nodes[$0].parent }) where node != 0 && tree.nodes[node].endingHere.isEmpty {
+                let seq = sequenceOf.removeValue(forKey: node)!
+                kv.free(seq)
+                created.removeAll { $0 == seq }
+            }
+        }
+        let ends = tree.endNodes
+        return (prompts.indices.map { sequenceOf[ends[$0]!]! }, logits)
     }
 }

@@ -43,25 +43,9 @@ extension Engine {
         var created: [SequenceID] = []
         defer { for s in created { kv.free(s) } }
 
-        // Prefill: the shared prompt once, then every suffix once over it (one batched pass).
+        // Prefill: the prefix tree of prompt + suffixes; each shared run once, found automatically.
         let prefillStart = DispatchTime.now()
-        let root = kv.createSequence(); created.append(root)
-        var rootLogits = try prefill([(root, r.prompt)])[0]
-        var suffixSeqs: [SequenceID] = []
-        var suffixLogits: [[Float]] = []
-        var work: [(SequenceID, [Int])] = []
-        for s in suffixes {
-            if s.isEmpty { suffixSeqs.append(root); continue }
-            let id = try kv.fork(root); created.append(id)
-            suffixSeqs.append(id)
-            work.append((id, s))
-        }
-        let workLogits = try prefill(work)
-        var w = 0
-        for s in suffixes {
-            if s.isEmpty { suffixLogits.append(rootLogits) } else { suffixLogits.append(workLogits[w]); w += 1 }
-        }
-        rootLogits = []
+        let (suffixSeqs, suffixLogits) = try prefillTree(suffixes.map { r.prompt + $0 }, created: &created)
         let prefillSeconds = seconds(since: prefillStart)
 
         // Completions in suffix-major order; decoded in waves of at most maxBatch sequences.
@@ -117,7 +101,7 @@ extension Engine {
 
         if let tok = tokenizer {
             for i in completions.indices where completions[i].text == nil {
-                completions[i].text = try tok.decode(completions[i].tokens)
+                completions[i].text = try tok.decode(completions[i].tokens)  // one-shot equals the streamed text
             }
         }
         let generated = completions.reduce(0) { $0 + $1.tokens.count }

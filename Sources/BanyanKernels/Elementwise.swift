@@ -12,7 +12,7 @@ public enum Elementwise {
             var i = 0
             while i + 16 <= dim {
                 let v = SIMD16<Float>(UnsafeBufferPointer(start: xr + i, count: 16))
-                acc = acc.addingProduct(v, v)
+                acc += v * v  // not addingProduct: without FMA that is a libm fmaf call per lane
                 i += 16
             }
             var sum = acc.sum()
@@ -47,13 +47,15 @@ public enum Elementwise {
 }
 
 /// Vectorised `exp` for 16 floats (Cephes-style range reduction and a degree-6 polynomial,
-/// ≈2 ulp). Deterministic: the same input gives the same bits on every path.
+/// ≈2 ulp). Deterministic: the same input gives the same bits on every path; the C attention
+/// kernels (`exp512`/`exp256` in attention_x86.c) are the same operations.
 @inlinable
 public func simdExp(_ x: SIMD16<Float>) -> SIMD16<Float> {
     let clamped = x.clamped(lowerBound: SIMD16(repeating: -87.3), upperBound: SIMD16(repeating: 88.3))
     let n = (clamped * 1.442695040888963).rounded(.toNearestOrEven)
-    var r = clamped.addingProduct(n, SIMD16(repeating: -0.693359375))
-    r = r.addingProduct(n, SIMD16(repeating: 2.12194440e-4))
+    // Cephes' two-step ln 2 (no FMA needed: n · 0.693359375 is exact for |n| ≤ 128).
+    var r = clamped + n * -0.693359375
+    r = r + n * 2.12194440e-4
     var p = SIMD16<Float>(repeating: 1.9875691500e-4)
     p = (p * r) + 1.3981999507e-3
     p = (p * r) + 8.3334519073e-3

@@ -11,7 +11,7 @@ struct Banyan: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "banyan",
         abstract: "Batched LLM inference with exact shared-prefix (Hydragen) attention.",
-        subcommands: [Generate.self, Score.self, Info.self, Tokenize.self, Detokenize.self])
+        subcommands: [Generate.self, Score.self, Info.self, Tokenize.self, Detokenize.self, Bench.self])
 }
 
 extension AttentionMode: ExpressibleByArgument {}
@@ -76,10 +76,10 @@ func parseTokenList(_ s: String, flag: String) throws -> [Int] {
 func resolvePrompt(text: String?, tokens: String?, engine: Engine, flag: String) throws -> [Int] {
     switch (text, tokens) {
     case (let t?, nil):
-        guard let tok = engine.tokenizer else {
+        guard engine.tokenizer != nil else {
             throw CLIError("--\(flag) needs a tokenizer and \(engine.model.name) has none: pass --\(flag)-tokens 1,2,3 or --tokenizer PATH")
         }
-        return tok.encode(t, addSpecialTokens: true)
+        return try engine.encodePrompt(t)
     case (nil, let ids?):
         return try parseTokenList(ids, flag: "--\(flag)-tokens")
     case (nil, nil):

@@ -16,11 +16,7 @@ struct Tokenize: ParsableCommand {
         if let t = text {
             input = t
         } else {
-            let bytes = FileHandle.standardInput.readDataToEndOfFile()
-            guard let s = String(validating: bytes, as: UTF8.self) else {
-                throw CLIError("standard input is not valid UTF-8")
-            }
-            input = s
+            input = try Tokenizer.validateUTF8(Array(FileHandle.standardInput.readDataToEndOfFile()))
         }
         let ids = tok.encode(input, addSpecialTokens: addSpecialTokens)
         if json {

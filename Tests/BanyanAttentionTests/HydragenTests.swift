@@ -75,13 +75,13 @@ func referenceAttention(cache: KVCache, row: AttentionRow, q: UnsafePointer<Floa
 }
 
 func runAttention(_ rows: [AttentionRow], q: [Float], cache: KVCache, shape: AttentionShape, mode: AttentionMode,
-                  threads: Int, layer: Int = 0) -> [Float] {
+                  threads: Int, layer: Int = 0, path: KernelPath = KernelDispatch.active) -> [Float] {
     let plan = AttentionPlan(rows: rows, blockTokenCount: cache.layout.blockTokenCount, mode: mode)
     var out = [Float](repeating: .nan, count: rows.count * shape.headCount * shape.headDim)
     q.withUnsafeBufferPointer { qp in
         out.withUnsafeMutableBufferPointer { op in
             Attention.run(plan: plan, q: qp.baseAddress!, out: op.baseAddress!, kv: cache.pool, layer: layer, shape: shape,
-                          scratch: AttentionScratch(), threads: ThreadPool(threadCount: threads))
+                          scratch: AttentionScratch(), threads: ThreadPool(threadCount: threads), path: path)
         }
     }
     return out
@@ -94,7 +94,8 @@ struct HydragenTests {
         var description: String { "seed \(seed) depth \(depth) fan-out \(fanOut) lengths \(lengths) kvHeads \(kvHeads) group \(group) D \(headDim)" }
     }
 
-    // Depths 1–4, fan-outs up to 64, node lengths 1–3000, MHA and GQA groups 1–8, head dims 64/80/128.
+    // Depths 1–4, fan-outs up to 64, node lengths 1–3000 (so odd valid counts in last blocks), MHA and
+    // GQA groups 1–8, head dims 8–128: 8 and 24 exercise the masked tails (< 16, 16 + 8), 80 = 64 + 16.
     static let cases: [Case] = [
         Case(seed: 1, depth: 1, fanOut: 1...1, lengths: 1...40, kvHeads: 2, group: 1, headDim: 64),
         Case(seed: 2, depth: 2, fanOut: 64...64, lengths: 1...20, kvHeads: 1, group: 4, headDim: 64),
@@ -103,19 +104,25 @@ struct HydragenTests {
         Case(seed: 5, depth: 4, fanOut: 1...3, lengths: 1...300, kvHeads: 2, group: 1, headDim: 128),
         Case(seed: 6, depth: 4, fanOut: 2...3, lengths: 30...33, kvHeads: 1, group: 8, headDim: 80),
         Case(seed: 7, depth: 2, fanOut: 1...1, lengths: 3000...3000, kvHeads: 2, group: 3, headDim: 64),
+        Case(seed: 8, depth: 3, fanOut: 3...7, lengths: 1...70, kvHeads: 3, group: 1, headDim: 8),
+        Case(seed: 9, depth: 3, fanOut: 2...9, lengths: 5...77, kvHeads: 1, group: 5, headDim: 32),
+        Case(seed: 10, depth: 2, fanOut: 11...11, lengths: 33...95, kvHeads: 2, group: 2, headDim: 24),
     ]
 
-    @Test("decode over a random tree equals plain attention (float64), bitwise equal to baseline", arguments: cases)
-    func decodeTree(_ c: Case) throws {
-        print("HydragenTests seed \(c.seed)")
+    /// One path per distinct kernel this CPU runs (avx512bf16 and avx512f share the attention kernel).
+    static let paths: [KernelPath] = [.avx512f, .avx2, .portable].filter(KernelDispatch.supports)
+
+    @Test("decode over a random tree equals plain attention (float64), bitwise equal to baseline", arguments: cases, paths)
+    func decodeTree(_ c: Case, path: KernelPath) throws {
+        print("HydragenTests seed \(c.seed) path \(path)")
         var rng = SeededRNG(seed: c.seed)
         let layout = KVLayout(layerCount: 2, kvHeadCount: c.kvHeads, headDim: c.headDim)
         let tree = try RandomTree(layout: layout, depth: c.depth, fanOut: c.fanOut, lengths: c.lengths, rng: &rng)
         let shape = AttentionShape(headCount: c.kvHeads * c.group, kvHeadCount: c.kvHeads, headDim: c.headDim)
         let rows = tree.leaves.map { AttentionRow(sequence: $0, blocks: tree.cache.blocks($0), position: tree.cache.length($0) - 1) }
         let q = rng.floats(rows.count * shape.headCount * c.headDim, scale: 0.5)
-        let hydragen = runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .hydragen, threads: 2, layer: 1)
-        let baseline = runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .baseline, threads: 1, layer: 1)
+        let hydragen = runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .hydragen, threads: 2, layer: 1, path: path)
+        let baseline = runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .baseline, threads: 1, layer: 1, path: path)
         // Same per-row arithmetic by construction: batching changes which rows share a block read, never the math.
         #expect(hydragen == baseline)
 
@@ -135,15 +142,15 @@ struct HydragenTests {
         // Batch invariance: a row computed alone gives the same bits as within the whole batch.
         for r in [0, rows.count / 2, rows.count - 1] {
             let alone = runAttention([rows[r]], q: Array(q[(r * width)..<((r + 1) * width)]), cache: tree.cache, shape: shape,
-                                     mode: .hydragen, threads: 1, layer: 1)
+                                     mode: .hydragen, threads: 1, layer: 1, path: path)
             #expect(alone == Array(hydragen[(r * width)..<((r + 1) * width)]))
         }
     }
 
-    @Test("causal prefill rows over a shared prefix equal the reference")
-    func prefillRows() throws {
+    @Test("causal prefill rows over a shared prefix equal the reference", arguments: paths)
+    func prefillRows(path: KernelPath) throws {
         var rng = SeededRNG(seed: 42)
-        print("HydragenTests seed 42")
+        print("HydragenTests seed 42 path \(path)")
         let layout = KVLayout(layerCount: 1, kvHeadCount: 2, headDim: 64)
         let tree = try RandomTree(layout: layout, depth: 2, fanOut: 3...3, lengths: 50...90, rng: &rng)
         let shape = AttentionShape(headCount: 4, kvHeadCount: 2, headDim: 64)
@@ -154,8 +161,8 @@ struct HydragenTests {
         }
         let width = shape.headCount * shape.headDim
         let q = rng.floats(rows.count * width, scale: 0.5)
-        let out = runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .hydragen, threads: 2)
-        #expect(out == runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .baseline, threads: 2))
+        let out = runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .hydragen, threads: 2, path: path)
+        #expect(out == runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .baseline, threads: 2, path: path))
         var worst = 0.0
         q.withUnsafeBufferPointer { qp in
             for (r, row) in rows.enumerated() {
@@ -164,6 +171,30 @@ struct HydragenTests {
             }
         }
         #expect(worst < 1e-4, "max abs error \(worst)")
+    }
+
+    @Test("the C kernels agree with the portable path; AVX-512 and AVX2 give the same bits", arguments: [8, 24, 64, 80, 128])
+    func pathsAgree(headDim: Int) throws {
+        let seed = UInt64(100 + headDim)
+        print("HydragenTests seed \(seed)")
+        var rng = SeededRNG(seed: seed)
+        let layout = KVLayout(layerCount: 1, kvHeadCount: 2, headDim: headDim)
+        let tree = try RandomTree(layout: layout, depth: 3, fanOut: 2...5, lengths: 1...90, rng: &rng)
+        let shape = AttentionShape(headCount: 6, kvHeadCount: 2, headDim: headDim)
+        let rows = tree.leaves.map { AttentionRow(sequence: $0, blocks: tree.cache.blocks($0), position: tree.cache.length($0) - 1) }
+        let q = rng.floats(rows.count * shape.headCount * headDim, scale: 0.5)
+        let portable = runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .hydragen, threads: 2, path: .portable)
+        var results: [KernelPath: [Float]] = [:]
+        for path in HydragenTests.paths where path != .portable {
+            let out = runAttention(rows, q: q, cache: tree.cache, shape: shape, mode: .hydragen, threads: 2, path: path)
+            // Paths differ only in rounding (FMA vs separate multiply-add in the score and PV chains):
+            // a few ulp of the output scale (values ≤ 1) per step, far below 1e-5.
+            let worst = zip(out, portable).map { abs($0 - $1) }.max()!
+            #expect(worst < 1e-5, "\(path) vs portable: max abs difference \(worst)")
+            results[path] = out
+        }
+        // Same operations in the same order, only the vector width differs.
+        if let a = results[.avx512f], let b = results[.avx2] { #expect(a == b) }
     }
 
     @Test("the plan batches shared blocks once and keeps each row's blocks in position order")

@@ -1,0 +1,364 @@
+// Block attention kernels for x86-64 (AVX-512 and AVX2): the per-block partial softmax and
+// log-sum-exp merge of BlockKernel in BanyanAttention, for every query of one (task, KV head).
+//
+// What batch invariance and hydragen == baseline rest on: a query's arithmetic depends only on
+// its own q, the block and its valid count. Queries are processed in groups of 8/4/2/1 (AVX-512)
+// or 2/1 (AVX2) that share each loaded K and V vector, but every operation is per query lane-wise:
+//   s[j]  = fma chain over d ascending, from 0      (one lane per key j)
+//   mask j >= valid to -inf, blockMax = max (exact, any order)
+//   p[j]  = exp(s[j] - blockMax)                      (exp_ps: elementwise, same constants)
+//   blockSum = ((p0..15 + p16..31) then 8, 4, 2, 1 tree)
+//   newMax = max(m, blockMax), alpha = exp(m - newMax), beta = exp(blockMax - newMax)
+//   l = l*alpha + blockSum*beta;  O = O*alpha, then O = fma(p[j]*beta, V[j], O) for j < valid
+// The AVX2 path uses the same sums in the same order, so both paths give the same bits.
+#include "CBanyanKernels.h"
+#include <stdlib.h>
+#include <string.h>
+
+// Every product and sum below is written out; no contraction into FMAs the code did not ask for.
+#pragma STDC FP_CONTRACT OFF
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
+#define T256 __attribute__((target("avx2,fma")))
+
+enum { BLOCK = 32 };
+
+// ================================ AVX-512 ===================================================
+
+// Port of `simdExp` (Elementwise.swift): Cephes range reduction, degree-6 polynomial; 0 below -87.3.
+T512 INLINE __m512 exp512(__m512 x) {
+    __m512 c = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(c, _mm512_set1_ps(1.442695040888963f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_add_ps(c, _mm512_mul_ps(n, _mm512_set1_ps(-0.693359375f)));
+    r = _mm512_add_ps(r, _mm512_mul_ps(n, _mm512_set1_ps(2.12194440e-4f)));
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_add_ps(_mm512_mul_ps(p, r), _mm512_set1_ps(5.0000001201e-1f));
+    __m512 r2 = _mm512_mul_ps(r, r);
+    __m512 y = _mm512_add_ps(_mm512_add_ps(_mm512_mul_ps(p, r2), r), _mm512_set1_ps(1.0f));
+    __m512i bits = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(n), _mm512_set1_epi32(127)), 23);
+    y = _mm512_mul_ps(y, _mm512_castsi512_ps(bits));
+    __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
+    return _mm512_mask_blend_ps(under, y, _mm512_setzero_ps());
+}
+
+// Fixed tree: 16 -> 8 (i + i+8) -> 4 (i + i+4) -> 2 (i + i+2) -> 1 (0 + 1).
+T512 INLINE float sum16(__m512 v) {
+    __m256 lo = _mm512_castps512_ps256(v);
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+    return _mm_cvtss_f32(s1);
+}
+
+T512 INLINE __mmask16 lanes_below(long n) {
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
+}
+
+// O[i][d0..d0+16*C) for the NQ queries: O*alpha, then the unmasked FMA chain for j < vmin
+// and a per-query merge-masked one for vmin <= j < vmax (skipped lanes keep their bits).
+T512 INLINE void pv512(const int NQ, const int C, float *const *op, const float *alpha,
+                       const float (*p)[BLOCK], const int *valid, int vmin, int vmax,
+                       const float *values, long D, long d0, __mmask16 tail) {
+    __m512 acc[8][2];
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < C; c++) {
+            __mmask16 m = c == C - 1 ? tail : (__mmask16)0xFFFF;
+            acc[i][c] = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, op[i] + d0 + 16 * c), _mm512_set1_ps(alpha[i]));
+        }
+    for (int j = 0; j < vmin; j++) {
+        __m512 v[2];
+        for (int c = 0; c < C; c++)
+            v[c] = _mm512_maskz_loadu_ps(c == C - 1 ? tail : (__mmask16)0xFFFF, values + j * D + d0 + 16 * c);
+        for (int i = 0; i < NQ; i++) {
+            __m512 pj = _mm512_set1_ps(p[i][j]);
+            for (int c = 0; c < C; c++) acc[i][c] = _mm512_fmadd_ps(pj, v[c], acc[i][c]);
+        }
+    }
+    for (int j = vmin; j < vmax; j++) {
+        __m512 v[2];
+        for (int c = 0; c < C; c++)
+            v[c] = _mm512_maskz_loadu_ps(c == C - 1 ? tail : (__mmask16)0xFFFF, values + j * D + d0 + 16 * c);
+        for (int i = 0; i < NQ; i++) {
+            __m512 pj = _mm512_set1_ps(p[i][j]);
+            __mmask16 live = j < valid[i] ? (__mmask16)0xFFFF : (__mmask16)0;
+            for (int c = 0; c < C; c++) acc[i][c] = _mm512_mask3_fmadd_ps(pj, v[c], acc[i][c], live);
+        }
+    }
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < C; c++)
+            _mm512_mask_storeu_ps(op[i] + d0 + 16 * c, c == C - 1 ? tail : (__mmask16)0xFFFF, acc[i][c]);
+}
+
+// One group of NQ queries against one block. qp/op: the queries' q and out rows; at: their
+// (row, head) index into runningMax/Sum.
+T512 INLINE void group512(const int NQ, const float *const *qp, float *const *op, const long *at,
+                          const int *valid, const float *keys, const float *values,
+                          float *runningMax, float *runningSum, long D) {
+    // The queries' q rows side by side: in MHA they are whole rows (headCount·headDim floats)
+    // apart, and 8 streams with a 4 KiB-multiple stride thrash one L1 set.
+    float qb[NQ][D];
+    for (int i = 0; i < NQ; i++) memcpy(qb[i], qp[i], (size_t)D * sizeof(float));
+    __m512 sa[8], sb[8];
+    for (int i = 0; i < NQ; i++) sa[i] = sb[i] = _mm512_setzero_ps();
+    for (long d = 0; d < D; d++) {
+        __m512 ka = _mm512_loadu_ps(keys + d * BLOCK), kb = _mm512_loadu_ps(keys + d * BLOCK + 16);
+        for (int i = 0; i < NQ; i++) {
+            __m512 a = _mm512_set1_ps(qb[i][d]);
+            sa[i] = _mm512_fmadd_ps(a, ka, sa[i]);
+            sb[i] = _mm512_fmadd_ps(a, kb, sb[i]);
+        }
+    }
+    float p[8][BLOCK] __attribute__((aligned(64)));
+    float blockSum[8];
+    float shift[16] __attribute__((aligned(64))) = {0};  // [m - newMax for each query | blockMax - newMax]
+    int vmin = BLOCK, vmax = 0;
+    __m512 ninf = _mm512_set1_ps(-__builtin_inff());
+    for (int i = 0; i < NQ; i++) {
+        __m512 xa = _mm512_mask_mov_ps(ninf, lanes_below(valid[i]), sa[i]);
+        __m512 xb = _mm512_mask_mov_ps(ninf, lanes_below(valid[i] - 16), sb[i]);
+        float mx = _mm512_reduce_max_ps(_mm512_max_ps(xa, xb));
+        __m512 vm = _mm512_set1_ps(mx);
+        __m512 pa = exp512(_mm512_sub_ps(xa, vm)), pb = exp512(_mm512_sub_ps(xb, vm));
+        blockSum[i] = sum16(_mm512_add_ps(pa, pb));
+        _mm512_store_ps(p[i], pa);
+        _mm512_store_ps(p[i] + 16, pb);
+        float old = runningMax[at[i]], newMax = old > mx ? old : mx;
+        runningMax[at[i]] = newMax;
+        shift[i] = old - newMax;  // -inf on the first block: alpha = 0
+        shift[8 + i] = mx - newMax;
+        vmin = valid[i] < vmin ? valid[i] : vmin;
+        vmax = valid[i] > vmax ? valid[i] : vmax;
+    }
+    float scale[16] __attribute__((aligned(64)));
+    _mm512_store_ps(scale, exp512(_mm512_load_ps(shift)));
+    for (int i = 0; i < NQ; i++) {
+        float alpha = scale[i], beta = scale[8 + i];
+        float la = runningSum[at[i]] * alpha, lb = blockSum[i] * beta;
+        runningSum[at[i]] = la + lb;
+        __m512 vb = _mm512_set1_ps(beta);
+        _mm512_store_ps(p[i], _mm512_mul_ps(_mm512_load_ps(p[i]), vb));
+        _mm512_store_ps(p[i] + 16, _mm512_mul_ps(_mm512_load_ps(p[i] + 16), vb));
+    }
+    long d = 0;
+    for (; d + 32 <= D; d += 32) pv512(NQ, 2, op, scale, p, valid, vmin, vmax, values, D, d, 0xFFFF);
+    for (; d < D; d += 16) pv512(NQ, 1, op, scale, p, valid, vmin, vmax, values, D, d, lanes_below(D - d));
+}
+
+T512 static void group512_8(const float *const *qp, float *const *op, const long *at, const int *valid,
+                            const float *k, const float *v, float *m, float *l, long D) {
+    group512(8, qp, op, at, valid, k, v, m, l, D);
+}
+T512 static void group512_4(const float *const *qp, float *const *op, const long *at, const int *valid,
+                            const float *k, const float *v, float *m, float *l, long D) {
+    group512(4, qp, op, at, valid, k, v, m, l, D);
+}
+T512 static void group512_2(const float *const *qp, float *const *op, const long *at, const int *valid,
+                            const float *k, const float *v, float *m, float *l, long D) {
+    group512(2, qp, op, at, valid, k, v, m, l, D);
+}
+T512 static void group512_1(const float *const *qp, float *const *op, const long *at, const int *valid,
+                            const float *k, const float *v, float *m, float *l, long D) {
+    group512(1, qp, op, at, valid, k, v, m, l, D);
+}
+
+// ================================ AVX2 ======================================================
+
+T256 INLINE __m256 exp256(__m256 x) {
+    __m256 c = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(c, _mm256_set1_ps(1.442695040888963f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_add_ps(c, _mm256_mul_ps(n, _mm256_set1_ps(-0.693359375f)));
+    r = _mm256_add_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(2.12194440e-4f)));
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
+    __m256 r2 = _mm256_mul_ps(r, r);
+    __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, r2), r), _mm256_set1_ps(1.0f));
+    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
+    y = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+    __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
+    return _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
+}
+
+// 8 -> 4 -> 2 -> 1, the tail of sum16's tree.
+T256 INLINE float sum8(__m256 s8) {
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
+    return _mm_cvtss_f32(s1);
+}
+
+T256 INLINE float max8(__m256 v) {
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    __m128 m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    __m128 m1 = _mm_max_ss(m2, _mm_movehdup_ps(m2));
+    return _mm_cvtss_f32(m1);
+}
+
+T256 INLINE __m256i lanes_below8(long n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+// pv512 with 8-float chunks (C per pass, the last masked by `tail`); a query skips j >= its valid.
+T256 INLINE void pv256(const int NQ, const int C, float *const *op, const float *alpha,
+                       const float (*p)[BLOCK], const int *valid, int vmax,
+                       const float *values, long D, long d0, __m256i tail) {
+    __m256i full = _mm256_set1_epi32(-1);
+    __m256 acc[2][4];
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < C; c++) {
+            __m256i m = c == C - 1 ? tail : full;
+            acc[i][c] = _mm256_mul_ps(_mm256_maskload_ps(op[i] + d0 + 8 * c, m), _mm256_set1_ps(alpha[i]));
+        }
+    for (int j = 0; j < vmax; j++) {
+        __m256 v[4];
+        for (int c = 0; c < C; c++) v[c] = _mm256_maskload_ps(values + j * D + d0 + 8 * c, c == C - 1 ? tail : full);
+        for (int i = 0; i < NQ; i++) {
+            if (j >= valid[i]) continue;  // skipped, not multiplied by 0: the bits stay as alone
+            __m256 pj = _mm256_set1_ps(p[i][j]);
+            for (int c = 0; c < C; c++) acc[i][c] = _mm256_fmadd_ps(pj, v[c], acc[i][c]);
+        }
+    }
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < C; c++) _mm256_maskstore_ps(op[i] + d0 + 8 * c, c == C - 1 ? tail : full, acc[i][c]);
+}
+
+T256 INLINE void group256(const int NQ, const float *const *qp, float *const *op, const long *at,
+                          const int *valid, const float *keys, const float *values,
+                          float *runningMax, float *runningSum, long D) {
+    float qb[NQ][D];  // as in group512
+    for (int i = 0; i < NQ; i++) memcpy(qb[i], qp[i], (size_t)D * sizeof(float));
+    __m256 s[2][4];
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < 4; c++) s[i][c] = _mm256_setzero_ps();
+    for (long d = 0; d < D; d++) {
+        __m256 k[4];
+        for (int c = 0; c < 4; c++) k[c] = _mm256_loadu_ps(keys + d * BLOCK + 8 * c);
+        for (int i = 0; i < NQ; i++) {
+            __m256 a = _mm256_set1_ps(qb[i][d]);
+            for (int c = 0; c < 4; c++) s[i][c] = _mm256_fmadd_ps(a, k[c], s[i][c]);
+        }
+    }
+    float p[2][BLOCK] __attribute__((aligned(32)));
+    float blockSum[2], shift[16] __attribute__((aligned(32))) = {0};
+    int vmax = 0;
+    __m256 ninf = _mm256_set1_ps(-__builtin_inff());
+    for (int i = 0; i < NQ; i++) {
+        __m256 x[4];
+        for (int c = 0; c < 4; c++)
+            x[c] = _mm256_blendv_ps(ninf, s[i][c], _mm256_castsi256_ps(lanes_below8(valid[i] - 8 * c)));
+        float mx = max8(_mm256_max_ps(_mm256_max_ps(x[0], x[1]), _mm256_max_ps(x[2], x[3])));
+        __m256 vm = _mm256_set1_ps(mx);
+        __m256 e[4];
+        for (int c = 0; c < 4; c++) e[c] = exp256(_mm256_sub_ps(x[c], vm));
+        // (lanes 0..15 + lanes 16..31), then 8 + 8: sum16's order.
+        __m256 lo = _mm256_add_ps(e[0], e[2]), hi = _mm256_add_ps(e[1], e[3]);
+        blockSum[i] = sum8(_mm256_add_ps(lo, hi));
+        for (int c = 0; c < 4; c++) _mm256_store_ps(p[i] + 8 * c, e[c]);
+        float old = runningMax[at[i]], newMax = old > mx ? old : mx;
+        runningMax[at[i]] = newMax;
+        shift[i] = old - newMax;
+        shift[8 + i] = mx - newMax;
+        vmax = valid[i] > vmax ? valid[i] : vmax;
+    }
+    float scale[16] __attribute__((aligned(32)));
+    _mm256_store_ps(scale, exp256(_mm256_load_ps(shift)));
+    _mm256_store_ps(scale + 8, exp256(_mm256_load_ps(shift + 8)));
+    for (int i = 0; i < NQ; i++) {
+        float alpha = scale[i], beta = scale[8 + i];
+        float la = runningSum[at[i]] * alpha, lb = blockSum[i] * beta;
+        runningSum[at[i]] = la + lb;
+        __m256 vb = _mm256_set1_ps(beta);
+        for (int c = 0; c < 4; c++) _mm256_store_ps(p[i] + 8 * c, _mm256_mul_ps(_mm256_load_ps(p[i] + 8 * c), vb));
+    }
+    __m256i full = _mm256_set1_epi32(-1);
+    long d = 0;
+    for (; d + 32 <= D; d += 32) pv256(NQ, 4, op, scale, p, valid, vmax, values, D, d, full);
+    for (; d < D; d += 8) pv256(NQ, 1, op, scale, p, valid, vmax, values, D, d, lanes_below8(D - d));
+}
+
+T256 static void group256_2(const float *const *qp, float *const *op, const long *at, const int *valid,
+                            const float *k, const float *v, float *m, float *l, long D) {
+    group256(2, qp, op, at, valid, k, v, m, l, D);
+}
+T256 static void group256_1(const float *const *qp, float *const *op, const long *at, const int *valid,
+                            const float *k, const float *v, float *m, float *l, long D) {
+    group256(1, qp, op, at, valid, k, v, m, l, D);
+}
+
+// ================================ Driver ====================================================
+
+typedef void (*group_fn)(const float *const *, float *const *, const long *, const int *,
+                         const float *, const float *, float *, float *, long);
+
+// Flattened query f = task row (f / G), query head kvHead*G + f % G; groups of the largest
+// width in `widths` that fits what is left.
+static void drive(const group_fn *fns, const int *widths, const int32_t *rows,
+                  const int32_t *validCounts, long rowCount, const float *q, const float *keys,
+                  const float *values, float *out, float *runningMax, float *runningSum, long H,
+                  long D, long G, long kvHead) {
+    long total = rowCount * G;
+    for (long f = 0; f < total;) {
+        int w = 0;
+        while (widths[w] > total - f) w++;
+        int n = widths[w];
+        const float *qp[8];
+        float *op[8];
+        long at[8];
+        int valid[8];
+        for (int i = 0; i < n; i++) {
+            long t = (f + i) / G, h = kvHead * G + (f + i) % G;
+            at[i] = (long)rows[t] * H + h;
+            qp[i] = q + at[i] * D;
+            op[i] = out + at[i] * D;
+            valid[i] = validCounts[t];
+        }
+        fns[w](qp, op, at, valid, keys, values, runningMax, runningSum, D);
+        f += n;
+    }
+}
+
+void banyan_attention_block_avx512(const int32_t *rows, const int32_t *validCounts, long rowCount,
+                                   const float *q, const float *keys, const float *values,
+                                   float *out, float *runningMax, float *runningSum,
+                                   long headCount, long headDim, long groupSize, long kvHead) {
+    static const group_fn fns[] = {group512_8, group512_4, group512_2, group512_1};
+    static const int widths[] = {8, 4, 2, 1};
+    drive(fns, widths, rows, validCounts, rowCount, q, keys, values, out, runningMax, runningSum,
+          headCount, headDim, groupSize, kvHead);
+}
+
+void banyan_attention_block_avx2(const int32_t *rows, const int32_t *validCounts, long rowCount,
+                                 const float *q, const float *keys, const float *values,
+                                 float *out, float *runningMax, float *runningSum,
+                                 long headCount, long headDim, long groupSize, long kvHead) {
+    static const group_fn fns[] = {group256_2, group256_1};
+    static const int widths[] = {2, 1};
+    drive(fns, widths, rows, validCounts, rowCount, q, keys, values, out, runningMax, runningSum,
+          headCount, headDim, groupSize, kvHead);
+}
+
+#else // !__x86_64__: never selected (Swift checks the feature bits), defined for linking.
+void banyan_attention_block_avx512(const int32_t *rows, const int32_t *validCounts, long rowCount,
+                                   const float *q, const float *keys, const float *values,
+                                   float *out, float *runningMax, float *runningSum,
+                                   long headCount, long headDim, long groupSize, long kvHead) { abort(); }
+void banyan_attention_block_avx2(const int32_t *rows, const int32_t *validCounts, long rowCount,
+                                 const float *q, const float *keys, const float *values,
+                                 float *out, float *runningMax, float *runningSum,
+                                 long headCount, long headDim, long groupSize, long kvHead) { abort(); }
+#endif
