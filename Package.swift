@@ -32,8 +32,10 @@ let package = Package(
                 resources: [.copy("Builtin")], swiftSettings: strict),
         .target(name: "BanyanEngine", dependencies: ["BanyanModel", "BanyanKV", "BanyanAttention", "BanyanTokenizer"],
                 swiftSettings: strict),
+        .target(name: "BanyanBench", dependencies: ["BanyanEngine", "BanyanModel", "BanyanAttention", "BanyanKV", "BanyanKernels"],
+                swiftSettings: strict),
         .executableTarget(name: "banyan", dependencies: [
-            "BanyanEngine", "BanyanTokenizer",
+            "BanyanEngine", "BanyanTokenizer", "BanyanBench",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .target(name: "BanyanTestSupport", dependencies: ["BanyanKernels"], swiftSettings: strict),
@@ -43,6 +45,7 @@ let package = Package(
         .testTarget(name: "BanyanAttentionTests", dependencies: ["BanyanAttention", "BanyanKV", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanModelTests", dependencies: ["BanyanModel", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanEngineTests", dependencies: ["BanyanEngine", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanBenchTests", dependencies: ["BanyanBench", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanCLITests", dependencies: ["BanyanTestSupport"], swiftSettings: strict),
     ]
 )

@@ -1,0 +1,201 @@
+import ArgumentParser
+import Foundation
+import BanyanKernels
+import BanyanAttention
+import BanyanBench
+
+extension Suite: ExpressibleByArgument {}
+
+/// `banyan bench`: the paper's experiments and the engine's microbenchmarks on this machine.
+struct Bench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmarks: hydragen vs baseline vs no attention, kernels, model rooflines.",
+        discussion: """
+        banyan bench [SUITE] [--quick]   SUITE: throughput, prefix-length, attention, hierarchy, long-document, default (a tour)
+        banyan bench decode|attention|kernels|model ...   single measurements (see --help of each)
+        """,
+        subcommands: [BenchSuites.self, BenchDecode.self, BenchAttention.self, BenchKernels.self, BenchModel.self],
+        defaultSubcommand: BenchSuites.self)
+}
+
+/// Flags every bench command shares.
+struct BenchOptions: ParsableArguments {
+    @Option(help: "Model: synthetic:NAME or a Hugging Face folder (default depends on the suite).") var model: String?
+    @Option(help: "Worker threads (default: all cores).") var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(help: "KV cache budget in bytes (default: half the machine's memory).") var maxKVBytes: Int?
+    @Option(help: "Folder for report.json, tables.txt and one SVG plot per suite.") var out: String?
+    @Option(help: "Repeats of each point (default depends on the suite and --quick).") var repeats: Int?
+    @Flag(help: "Print the whole report as JSON on stdout instead of tables.") var json = false
+    @Flag(help: "Small sizes: finishes in under 3 minutes on 2 cores.") var quick = false
+
+    func validate() throws {
+        guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        if let b = maxKVBytes, b <= 0 { throw ValidationError("--max-kv-bytes must be positive, got \(b)") }
+        if let r = repeats, r < 1 { throw ValidationError("--repeats must be at least 1, got \(r)") }
+    }
+
+    var kvBudget: Int { maxKVBytes ?? Int(ProcessInfo.processInfo.physicalMemory / 2) }
+
+    /// Measures the machine, runs `body` (which prints each suite's table as it finishes unless
+    /// --json), then writes --out and prints JSON.
+    func session(_ body: (ThreadPool, MachineDescription, (SuiteReport) -> Void) throws -> [SuiteReport]) throws {
+        let start = DispatchTime.now()
+        let pool = ThreadPool(threadCount: threads)
+        if !json { print(BenchOutput.introduction) }
+        let machine = MachineDescription.measure(threads: pool)
+        if !json { print("machine: \(machine.summary)\n") }
+        let suites = try body(pool, machine) { suite in
+            if !json { print(suite.rendered()); fflush(nil) }
+        }
+        var report = BenchReport(command: CommandLine.arguments, quick: quick, machine: machine, suites: suites,
+                                 wallSeconds: Double(DispatchTime.now().uptimeNanoseconds - start.uptimeNanoseconds) / 1e9)
+        if let out {
+            let files = try BenchOutput.write(&report, to: out)
+            if !json { print("wrote " + files.joined(separator: ", ")) }
+        }
+        if json { print(String(decoding: try report.jsonData(), as: UTF8.self)) }
+        else { print(String(format: "total %.0f s", report.wallSeconds)) }
+    }
+}
+
+/// Parses `1,8,32` lists.
+func parseIntList(_ s: String, flag: String) throws -> [Int] {
+    let parts = s.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    let values = parts.compactMap { Int($0) }
+    guard !parts.isEmpty, values.count == parts.count, values.allSatisfy({ $0 >= 0 }) else {
+        throw ValidationError("\(flag): expected a comma-separated list of non-negative integers, got \"\(s)\"")
+    }
+    return values
+}
+
+struct BenchSuites: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "suite", abstract: "The paper's experiments (default: a short tour of all five).")
+
+    @Argument(help: "throughput, prefix-length, attention, hierarchy, long-document, or default (a tour of all five).")
+    var suite: Suite = .tour
+    @OptionGroup var options: BenchOptions
+
+    func run() throws {
+        var sizes = options.quick ? SuiteSizes.quick : (suite == .tour ? SuiteSizes.tour : SuiteSizes.full)
+        if let m = options.model { sizes.model = m }
+        if let r = options.repeats { sizes.repeats = r }
+        let suites = suite == .tour ? Suite.experiments : [suite]
+        try options.session { pool, _, emit in
+            let runner = try SuiteRunner(sizes: sizes, threads: pool, maxKVBytes: options.kvBudget, showProgress: true, suites: suites)
+            defer { runner.progress.finish() }
+            var reports: [SuiteReport] = []
+            for s in suites {
+                let r = try runner.run(s)
+                emit(r)
+                reports.append(r)
+            }
+            if !options.json, suite == .tour, let line = reports.first?.summary.first {
+                print("In short: \(line) The shared prompt's KV is read once per step instead of once per sequence; the gap grows with batch size and prefix length.")
+            }
+            return reports
+        }
+    }
+}
+
+struct BenchDecode: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "decode", abstract: "Decode tokens/s of N samples of one prompt, per attention mode (Engine.generate).")
+
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Prompt length in tokens.") var prefix: Int = 2048
+    @Option(help: "Batch sizes (samples of the prompt), e.g. 1,8,32,64.") var batch: String = "1,8,32,64"
+    @Option(help: "Tokens generated per sample.") var gen: Int = 32
+    @Option(help: "Attention modes to compare, e.g. hydragen,baseline,none.") var attention: String = "hydragen,baseline,none"
+    @Option(help: "Sampling temperature (0: greedy); every sample decodes --gen tokens.") var temperature: Float = 0
+
+    func run() throws {
+        let modes = try attention.split(separator: ",").map { s -> AttentionMode in
+            guard let m = AttentionMode(rawValue: s.trimmingCharacters(in: .whitespaces)) else {
+                throw ValidationError("--attention: \"\(s)\" is not a mode (hydragen, baseline, none)")
+            }
+            return m
+        }
+        let cfg = DecodeBenchConfig(model: options.model ?? "synthetic:sheared-llama-1.3b", prefix: prefix,
+                                    batches: try parseIntList(batch, flag: "--batch"), gen: gen, modes: modes,
+                                    repeats: options.repeats ?? 1, maxKVBytes: options.kvBudget, temperature: temperature)
+        try cfg.validate()
+        try options.session { pool, _, emit in
+            let progress = ProgressLine(total: cfg.batches.count * cfg.modes.count * cfg.repeats, enabled: true)
+            defer { progress.finish() }
+            let r = try EngineBench.decode(cfg, threads: pool, progress: progress)
+            emit(r)
+            return [r]
+        }
+    }
+}
+
+struct BenchAttention: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "attention",
+        abstract: "Attention-only microbenchmark (Attention.run): hydragen vs baseline. Without --batch/--prefix: the suite's grid.")
+
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Sequences sharing the prefix (list allowed: 1,8,64).") var batch: String?
+    @Option(help: "Shared prefix tokens (list allowed).") var prefix: String?
+    @Option(help: "Private tokens per sequence (list allowed).") var suffix: String?
+    @Option(help: "Query heads (default: the model's).") var heads: Int?
+    @Option(help: "KV heads (default: the model's).") var kvHeads: Int?
+    @Option(help: "Head dimension (default: the model's).") var headDim: Int?
+
+    func run() throws {
+        var sizes = options.quick ? SuiteSizes.quick : SuiteSizes.full
+        if let m = options.model { sizes.model = m }
+        if let r = options.repeats { sizes.repeats = r }
+        if let b = batch { sizes.attentionBatches = try parseIntList(b, flag: "--batch") }
+        if let p = prefix { sizes.attentionPrefixes = try parseIntList(p, flag: "--prefix") }
+        if let s = suffix { sizes.attentionSuffixes = try parseIntList(s, flag: "--suffix") }
+        let shape = (heads, kvHeads, headDim)
+        try options.session { pool, _, emit in
+            let runner = try SuiteRunner(sizes: sizes, threads: pool, maxKVBytes: options.kvBudget, showProgress: true, suites: [.attention])
+            defer { runner.progress.finish() }
+            let r = try runner.attention(heads: shape.0, kvHeads: shape.1, headDim: shape.2)
+            emit(r)
+            return [r]
+        }
+    }
+}
+
+struct BenchKernels: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "kernels",
+        abstract: "Matmul GFLOP/s and GB/s for tinyllama-1.1b's shapes (bf16 weights) beside the measured bandwidth and peak.")
+
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Rows M (tokens in a step), e.g. 1,8,64,512.") var m: String = "1,8,64,512"
+
+    func run() throws {
+        let rows = try parseIntList(m, flag: "--m").filter { $0 > 0 }
+        try options.session { pool, machine, emit in
+            let shapes = MatmulShape.tinyllama
+            let progress = ProgressLine(total: KernelBench.pointCount(shapes: shapes.count, rows: rows.count), enabled: true)
+            defer { progress.finish() }
+            let r = KernelBench.report(shapes: shapes, rows: rows, repeats: options.repeats ?? (options.quick ? 1 : 3),
+                                       minSeconds: options.quick ? 0.05 : 0.2, machine: machine, threads: pool, progress: progress)
+            emit(r)
+            return [r]
+        }
+    }
+}
+
+struct BenchModel: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "model",
+        abstract: "Batch-1 decode vs the bandwidth roofline and prefill GFLOP/s (default synthetic:tinyllama-1.1b).")
+
+    @OptionGroup var options: BenchOptions
+    @Option(help: "Prompt tokens for the prefill measurement.") var prefill: Int = 512
+    @Option(help: "Tokens decoded for the batch-1 measurement.") var gen: Int = 32
+
+    func run() throws {
+        try options.session { pool, machine, emit in
+            let repeats = options.repeats ?? (options.quick ? 1 : 3)
+            let progress = ProgressLine(total: 2 * repeats, enabled: true)
+            defer { progress.finish() }
+            let r = try EngineBench.model(spec: options.model ?? "synthetic:tinyllama-1.1b", decodeTokens: gen, prefillTokens: prefill,
+                                          repeats: repeats, machine: machine, threads: pool, progress: progress)
+            emit(r)
+            return [r]
+        }
+    }
+}
