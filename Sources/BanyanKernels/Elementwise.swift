@@ -22,6 +22,18 @@ public enum Elementwise {
         }
     }
 
+    /// RoPE in transformers' `rotate_half` layout on one head vector `x[0..<2·half]`: dimension i
+    /// pairs with i + half; the result is multiplied by `scale` (1/sqrt(headDim) folded into queries).
+    @inline(__always)
+    public static func rotateHalf(_ x: UnsafeMutablePointer<Float>, cos cs: UnsafePointer<Float>, sin sn: UnsafePointer<Float>,
+                                  half: Int, scale: Float) {
+        for i in 0..<half {
+            let a = x[i], b = x[i + half]
+            x[i] = (a * cs[i] - b * sn[i]) * scale
+            x[i + half] = (b * cs[i] + a * sn[i]) * scale
+        }
+    }
+
     /// `x[i] += y[i]` (residual connection).
     public static func add(_ x: UnsafeMutablePointer<Float>, _ y: UnsafePointer<Float>, count: Int) {
         for i in 0..<count { x[i] += y[i] }

@@ -166,8 +166,8 @@ extension Model {
             }
             for r in 0..<T {
                 let cs = b.cosines + r * half, sn = b.sines + r * half
-                for h in 0..<H { rotateHalf(b.q + (r * H + h) * D, cs, sn, half, scale: queryScale) }
-                for h in 0..<KVH { rotateHalf(b.k + (r * KVH + h) * D, cs, sn, half, scale: 1) }
+                for h in 0..<H { Elementwise.rotateHalf(b.q + (r * H + h) * D, cos: cs, sin: sn, half: half, scale: queryScale) }
+                for h in 0..<KVH { Elementwise.rotateHalf(b.k + (r * KVH + h) * D, cos: cs, sin: sn, half: half, scale: 1) }
                 // K goes in transposed ([headDim, blockTokens]) so scores are vector FMAs over the block.
                 let row = input.rows[r]
                 let block = row.blocks[row.position / C], slot = row.position % C
@@ -205,12 +205,3 @@ extension Model {
     }
 }
 
-/// RoPE in transformers' `rotate_half` layout: dimension i pairs with i + headDim/2.
-@inline(__always)
-func rotateHalf(_ x: UnsafeMutablePointer<Float>, _ cs: UnsafePointer<Float>, _ sn: UnsafePointer<Float>, _ half: Int, scale: Float) {
-    for i in 0..<half {
-        let a = x[i], b = x[i + half]
-        x[i] = (a * cs[i] - b * sn[i]) * scale
-        x[i + half] = (b * cs[i] + a * sn[i]) * scale
-    }
-}
