@@ -43,8 +43,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import (
     AutoModelForCausalLM,
+    AutoTokenizer,
     GenerationConfig,
     LlamaConfig,
     LlamaForCausalLM,
@@ -93,6 +95,21 @@ def base(**kw):
     )
     cfg.update(kw)
     return cfg
+
+
+# llama-text: tokenizer training text, prompt and greedy length.
+TEXT_SEED = 113
+TEXT_CORPUS = """\
+Once upon a time there was a little girl who lived in a village near the forest.
+Whenever she went out, the little girl wore a red riding cloak, so everyone in the village
+called her Little Red Riding Hood. One morning, she asked her mother if she could go to visit
+her grandmother, as it had been a while since they had seen each other.
+"That's a good idea," her mother said. So they packed a nice basket for her to take along.
+The sun was warm, the birds sang, and the path through the trees was long and quiet.
+Time passed; she smiled at 3 or 4 friends, and they all waved back at her!
+"""
+TEXT_PROMPT = "Once upon a time"
+TEXT_GREEDY_STEPS = 16
 
 
 # style: how config.json's RoPE section is written.
@@ -158,6 +175,14 @@ FIXTURES = [
                     use_sliding_window=False, sliding_window=None,
                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
         check_biases=True,
+    ),
+    dict(
+        # ships a real byte-level BPE tokenizer.json (trained below on TEXT_CORPUS) whose vocab
+        # equals vocab_size; reference.json gets a "text" section. Tied and hidden 48 keep it small.
+        name="llama-text", arch="llama", dtype="float32", seed=TEXT_SEED, style="params",
+        config=base(hidden_size=48, num_attention_heads=4, num_key_value_heads=2, head_dim=16,
+                    intermediate_size=96, vocab_size=384, tie_word_embeddings=True),
+        text=True,
     ),
     dict(
         name="llama-f32-sharded", arch="llama", dtype="float32", seed=110, style="params",
@@ -241,6 +266,49 @@ def write_json(path: Path, obj) -> None:
         f.write("\n")
 
 
+def write_tokenizer(folder: Path, vocab_size: int) -> None:
+    """Trains a byte-level BPE on TEXT_CORPUS with exactly `vocab_size` ids: <unk> 0, <s> 1 (BOS),
+    </s> 2 (EOS), the 256 byte symbols, then merges. A TemplateProcessing post-processor adds
+    <s>, so transformers and Banyan both take BOS from tokenizer.json (not from add_bos_token,
+    which transformers 5 ignores for a tokenizer.json without a post-processor)."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<unk>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train_from_iterator([TEXT_CORPUS], trainer=trainer)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", BOS)])
+    check(tok.get_vocab_size() == vocab_size, f"tokenizer vocab {tok.get_vocab_size()} != {vocab_size}")
+    check(tok.token_to_id("<s>") == BOS and tok.token_to_id("</s>") == EOS, "tokenizer special ids")
+    tok.save(str(folder / "tokenizer.json"))
+    write_json(folder / "tokenizer_config.json", {
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>",
+        "unk_token": "<unk>", "model_max_length": 256, "tokenizer_class": "PreTrainedTokenizerFast",
+    })
+
+
+@torch.no_grad()
+def text_reference(model, folder: Path) -> dict:
+    """Prompt ids as AutoTokenizer gives them (with BOS, and without special tokens), TEXT_GREEDY_STEPS argmax tokens (no
+    eos stop), their decoded text and the top-2 margin of each step."""
+    hf = AutoTokenizer.from_pretrained(str(folder))
+    prompt_ids = hf(TEXT_PROMPT)["input_ids"]
+    plain_ids = hf(TEXT_PROMPT, add_special_tokens=False)["input_ids"]
+    check(prompt_ids == [BOS] + plain_ids, f"{folder.name}: AutoTokenizer does not add BOS: {prompt_ids}")
+    check(len(hf) == model.config.vocab_size, f"{folder.name}: tokenizer size {len(hf)} != vocab_size")
+    seq = list(prompt_ids)
+    ids, margins = [], []
+    for _ in range(TEXT_GREEDY_STEPS):
+        top = torch.topk(logprobs_of(model, seq)[-1], 2)
+        ids.append(int(top.indices[0]))
+        margins.append(float(top.values[0] - top.values[1]))
+        seq.append(ids[-1])
+    return {"prompt": TEXT_PROMPT, "prompt_ids": prompt_ids, "plain_prompt_ids": plain_ids,
+            "prompt_ids_decoded": hf.decode(prompt_ids),  # special tokens kept, as decode's default
+            "greedy_ids": ids, "greedy_text": hf.decode(ids), "margins": margins}
+
+
 def build_and_save(fx: dict, folder: Path) -> None:
     cfg_cls, model_cls = ARCH[fx["arch"]]
     config = cfg_cls(**copy.deepcopy(fx["config"]))
@@ -256,6 +324,8 @@ def build_and_save(fx: dict, folder: Path) -> None:
     if fx.get("max_shard_size"):
         kw["max_shard_size"] = fx["max_shard_size"]
     model.save_pretrained(folder, **kw)
+    if fx.get("text"):
+        write_tokenizer(folder, fx["config"]["vocab_size"])
     # rewrite config.json in the requested style
     cfg_path = folder / "config.json"
     cfg = json.loads(cfg_path.read_text())
@@ -389,6 +459,13 @@ def make_fixture(fx: dict, models_dir: Path) -> dict:
         shards = sorted(folder.glob("model-*.safetensors"))
         check(2 <= len(shards) <= 3 and (folder / "model.safetensors.index.json").exists(),
               f"{name}: expected 2-3 shards, got {len(shards)}")
+    if fx.get("text"):
+        out["text"] = text_reference(model, folder)
+        t = out["text"]
+        check(min(t["margins"]) > MIN_GREEDY_MARGIN, f"{name}: text greedy margin {min(t['margins'])} too small")
+        # Printable ASCII (no partial UTF-8 byte tokens) keeps stop-string positions unambiguous.
+        check(t["greedy_text"].isascii() and t["greedy_text"].isprintable(),
+              f"{name}: greedy text {t['greedy_text']!r} not printable ASCII; pick another seed")
     if fx.get("generation_eos"):
         gc = json.loads((folder / "generation_config.json").read_text())
         check(gc["eos_token_id"] == fx["generation_eos"], f"{name}: generation eos")
@@ -436,6 +513,7 @@ def verify(args) -> None:
     st_dtype = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
     jobs = [(args.out / "models" / fx["name"], fx["dtype"]) for fx in FIXTURES
             if not args.only or fx["name"] in args.only]
+    text_fixtures = {fx["name"] for fx in FIXTURES if fx.get("text")}
     if args.stories260k and (args.stories260k / "config.json").exists():
         jobs.append((args.stories260k, "float32"))
     for folder, dtype in jobs:
@@ -457,6 +535,8 @@ def verify(args) -> None:
         again = compute_reference(model, ref["input_ids"], ref["greedy"]["prompt"],
                                   len(ref["greedy"]["tokens"]))
         check(same_reference({k: ref[k] for k in again}, again), f"{folder}: references differ on reload")
+        if folder.name in text_fixtures and folder != args.stories260k:
+            check(same_reference(ref["text"], text_reference(model, folder)), f"{folder}: text reference differs")
         print(f"ok  {folder.name:28s} {len(files)} safetensors file(s), {dtype}")
     print("all fixtures verified")
 

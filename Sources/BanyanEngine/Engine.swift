@@ -59,6 +59,8 @@ public struct Completion: Sendable {
     public var logprobs: [Double]
     public var text: String?
     public var finishReason: FinishReason
+    /// Top alternatives per token when asked for (`BatchRequest.topLogprobs`).
+    public var topLogprobs: [[TokenLogprob]] = []
 }
 
 /// Everything `generate` returns.
@@ -192,39 +194,5 @@ public final class Engine: @unchecked Sendable {
             start += chunk.count
         }
         return last
-    }
-}
-
-extension Engine {
-    /// Prefills a set of prompts through a `PrefixTree`: every shared run of tokens is computed once
-    /// (level by level, each level's nodes in one batched pass over their ancestors' blocks) and
-    /// children fork from it. Returns, per prompt, the sequence holding it and its last-row logits.
-    /// Sequences of internal nodes are freed once forked; the returned ones are in `created`.
-    func prefillTree(_ prompts: [[Int]], created: inout [SequenceID]) throws -> (sequences: [SequenceID], logits: [[Float]]) {
-        let tree = PrefixTree(prompts)
-        var sequenceOf: [Int: SequenceID] = [:]
-        var logits = [[Float]](repeating: [], count: prompts.count)
-        for level in tree.levels {
-            var work: [(SequenceID, [Int])] = []
-            for node in level {
-                let parent = tree.nodes[node].parent!
-                let seq = parent == 0 ? kv.createSequence() : try kv.fork(sequenceOf[parent]!)
-                created.append(seq)
-                sequenceOf[node] = seq
-                work.append((seq, tree.nodes[node].tokens))
-            }
-            let last = try prefill(work)
-            for (k, node) in level.enumerated() {
-                for p in tree.nodes[node].endingHere { logits[p] = last[k] }
-            }
-            // A parent's blocks now live on in its children; keep it only if a prompt ends there.
-            for node in Set(level.compactMap { tree.nodes[$0].parent }) where node != 0 && tree.nodes[node].endingHere.isEmpty {
-                let seq = sequenceOf.removeValue(forKey: node)!
-                kv.free(seq)
-                created.removeAll { $0 == seq }
-            }
-        }
-        let ends = tree.endNodes
-        return (prompts.indices.map { sequenceOf[ends[$0]!]! }, logits)
     }
 }

@@ -86,6 +86,24 @@ public enum Sampler {
         return best
     }
 
+    /// The `k` most likely tokens with their log-probabilities, best first (ties by id).
+    public static func topLogprobs(logits: UnsafePointer<Float>, count: Int, k: Int) -> [TokenLogprob] {
+        var m = -Float.infinity
+        for i in 0..<count { m = max(m, logits[i]) }
+        var s = 0.0
+        for i in 0..<count { s += Foundation.exp(Double(logits[i] - m)) }
+        let lse = Double(m) + Foundation.log(s)
+        var best: [Int] = []
+        for i in 0..<count {
+            if best.count < k || logits[i] > logits[best.last!] {
+                let at = best.firstIndex { logits[$0] < logits[i] } ?? best.count
+                best.insert(i, at: at)
+                if best.count > k { best.removeLast() }
+            }
+        }
+        return best.map { TokenLogprob(token: $0, logprob: Double(logits[$0]) - lse) }
+    }
+
     /// Natural-log probability of `token` under `logits` (log-softmax in Double).
     public static func logProbability(of token: Int, logits: UnsafePointer<Float>, count: Int) -> Double {
         var m = -Float.infinity

@@ -52,6 +52,16 @@ public final class KVCache: @unchecked Sendable {
         lengths[s] = length
     }
 
+    /// A new sequence whose first `blocks.count` full blocks are `blocks` (shared, e.g. from a
+    /// `BlockCache`): it holds `blocks.count · blockTokenCount` positions.
+    public func createSequence(sharing blocks: [BlockID]) -> SequenceID {
+        let id = createSequence()
+        for b in blocks { pool.retain(b) }
+        tables[id] = blocks
+        lengths[id] = blocks.count * layout.blockTokenCount
+        return id
+    }
+
     /// A new sequence with the same KV as `s`: full blocks shared, the partial last block copied.
     public func fork(_ s: SequenceID) throws -> SequenceID {
         let table = tables[s]!

@@ -43,8 +43,9 @@ enum BanyanBinary {
         return nil
     }()
 
-    /// Runs `banyan arguments...` to completion and captures both streams.
-    static func run(_ arguments: [String]) throws -> CommandResult {
+    /// Runs `banyan arguments...` to completion, with `input` on standard input (else none), and
+    /// captures both streams.
+    static func run(_ arguments: [String], input: Data? = nil) throws -> CommandResult {
         let binary = try #require(url, "the banyan binary was not found beside the test bundle; build it with `swift build` first")
         let scratch = try TemporaryFolder()
         let outURL = scratch.url.appendingPathComponent("stdout"), errURL = scratch.url.appendingPathComponent("stderr")
@@ -56,7 +57,13 @@ enum BanyanBinary {
         process.arguments = arguments
         process.standardOutput = out
         process.standardError = err
-        process.standardInput = FileHandle.nullDevice
+        if let input {
+            let inURL = scratch.url.appendingPathComponent("stdin")
+            try input.write(to: inURL)
+            process.standardInput = try FileHandle(forReadingFrom: inURL)
+        } else {
+            process.standardInput = FileHandle.nullDevice
+        }
         try process.run()
         process.waitUntilExit()
         try out.close(); try err.close()

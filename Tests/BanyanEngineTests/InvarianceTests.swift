@@ -113,24 +113,29 @@ struct InvarianceTests {
         #expect(engine.kv.pool.usedCount == 0, "every block returned after the request")
     }
 
-    @Test("KV budget exhaustion is a clear error and leaks no block")
+    @Test("a tight KV budget makes samples wait for memory (same outputs); a prompt that cannot fit is a clear error")
     func budget() throws {
         let pool = ThreadPool(threadCount: 2)
-        var options = EngineOptions()
         let model = try Model.load("synthetic:tiny", threads: pool)
         let layout = KVLayout(layerCount: model.config.layerCount, kvHeadCount: model.config.kvHeadCount, headDim: model.config.headDim)
-        options.maxKVBytes = layout.blockByteCount * 10
-        let engine = try Engine(model: model, threads: pool, options: options)
-        let prompt = (0..<200).map { 3 + $0 }  // 7 blocks
+        var options = EngineOptions()
+        options.maxKVBytes = layout.blockByteCount * 12
+        let tight = try Engine(model: model, threads: pool, options: options)
+        let roomy = try makeEngine("synthetic:tiny")
+        let prompt = (0..<200).map { 3 + $0 }  // 7 blocks; each sample needs 2 more of its own
+        let a = try tight.generate(request(prompt, n: 8, maxTokens: 40, temperature: 1, seed: 5))
+        let b = try roomy.generate(request(prompt, n: 8, maxTokens: 40, temperature: 1, seed: 5))
+        #expect(a.completions.map(\.tokens) == b.completions.map(\.tokens))
+        #expect(a.kvPeakBytes <= options.maxKVBytes)
+        #expect(tight.kv.pool.usedCount == 0)
         do {
-            _ = try engine.generate(request(prompt, n: 8, maxTokens: 40))
+            _ = try tight.generate(request((0..<500).map { 3 + $0 }, n: 1, maxTokens: 4))
             Issue.record("expected the KV budget to run out")
         } catch let error as KVError {
             #expect(error.description.contains("KV cache memory exhausted"))
         }
-        #expect(engine.kv.pool.usedCount == 0)
-        // A request that fits still runs afterwards.
-        #expect(try engine.generate(request(prompt, n: 1, maxTokens: 4)).completions[0].tokens.count == 4)
+        #expect(tight.kv.pool.usedCount == 0)
+        #expect(try tight.generate(request(prompt, n: 1, maxTokens: 4)).completions[0].tokens.count == 4)
     }
 
     @Test("invalid requests are refused with a message")
