@@ -1,0 +1,116 @@
+import Foundation
+import Testing
+import BanyanKernels
+import BanyanKV
+import BanyanModel
+import BanyanEngine
+import BanyanTestSupport
+
+/// A shuffled few-shot-like batch over stories260k: a shared block, a few shared sub-blocks, many
+/// questions, some with several samples; token prompts.
+func fewShotBatch(seed: UInt64, temperature: Float) -> [BatchRequest] {
+    var rng = SeededRNG(seed: seed)
+    let shots = storyPrompt + storyPrompt.reversed()  // 80 shared tokens
+    var out: [BatchRequest] = []
+    for q in 0..<14 {
+        let group = q % 3
+        let sub = (0..<(7 * group)).map { 10 + ($0 * 13 + group) % 400 }
+        let question = (0..<Int.random(in: 1...9, using: &rng)).map { _ in Int.random(in: 3..<500, using: &rng) }
+        var r = BatchRequest(prompt: (q == 5 ? [] : shots) + sub + question)
+        r.n = q % 4 == 0 ? 3 : 1
+        r.maxTokens = Int.random(in: 1...10, using: &rng)
+        r.sampling = SamplingParameters(temperature: temperature, topK: 40, topP: 0.9, seed: UInt64(q))
+        r.ignoreEOS = q % 2 == 0
+        out.append(r)
+    }
+    out.shuffle(using: &rng)
+    return out
+}
+
+func runAll(_ engine: Engine, _ requests: [BatchRequest], policy: SchedulingPolicy) -> ([BatchOutput?], BatchStats) {
+    var outputs = [BatchOutput?](repeating: nil, count: requests.count)
+    let stats = engine.runBatch(requests, policy: policy) { i, result in outputs[i] = try? result.get() }
+    return (outputs, stats)
+}
+
+@Suite("Batch scheduler")
+struct SchedulerTests {
+    @Test("every policy gives each request exactly what running it alone gives",
+          arguments: [(SchedulingPolicy.prefixTree, Float(0)), (.prefixTree, 1), (.fcfsLRU, 1), (.noSharing, 0.7)])
+    func policiesMatchAlone(_ policy: SchedulingPolicy, _ temperature: Float) throws {
+        let engine = try makeEngine("builtin:stories260k", maxBatch: 5)
+        let requests = fewShotBatch(seed: 3, temperature: temperature)
+        let (outputs, stats) = runAll(engine, requests, policy: policy)
+        for (i, r) in requests.enumerated() {
+            var alone = GenerateRequest(prompt: r.prompt)
+            alone.n = r.n; alone.maxTokens = r.maxTokens; alone.sampling = r.sampling; alone.ignoreEOS = r.ignoreEOS
+            let expected = try engine.generate(alone).completions
+            let got = try #require(outputs[i]).completions
+            #expect(got.map(\.tokens) == expected.map(\.tokens), "request \(i)")
+            #expect(got.map(\.logprobs) == expected.map(\.logprobs), "request \(i)")
+            #expect(got.map(\.finishReason) == expected.map(\.finishReason), "request \(i)")
+        }
+        #expect(engine.kv.pool.usedCount == 0)
+        #expect(stats.steps > 0)
+    }
+
+    @Test("the prefix tree prefills each shared run once; no sharing prefills every sample's prompt")
+    func prefillWork() throws {
+        let engine = try makeEngine("builtin:stories260k")
+        let requests = fewShotBatch(seed: 4, temperature: 0)
+        let tree = PrefixTree(requests.map(\.prompt))
+        #expect(runAll(engine, requests, policy: .prefixTree).1.prefillRows == tree.tokenCount)
+        #expect(runAll(engine, requests, policy: .noSharing).1.prefillRows == requests.reduce(0) { $0 + $1.prompt.count * $1.n })
+        let lru = runAll(engine, requests, policy: .fcfsLRU).1.prefillRows
+        #expect(lru < requests.reduce(0) { $0 + $1.prompt.count })
+        #expect(lru >= tree.tokenCount)
+    }
+
+    @Test("echo gives the prompt's log-probabilities, equal to scoring the prompt")
+    func echo() throws {
+        let engine = try makeEngine("builtin:stories260k")
+        var requests = fewShotBatch(seed: 5, temperature: 0)
+        for i in requests.indices { requests[i].echo = i % 2 == 0 }
+        let (outputs, _) = runAll(engine, requests, policy: .prefixTree)
+        for (i, r) in requests.enumerated() where r.echo {
+            let lp = try #require(outputs[i]?.promptLogprobs)
+            let scored = try engine.score(prompt: [r.prompt[0]], continuations: [Array(r.prompt.dropFirst())]).scores[0].logprobs
+            #expect(lp == scored, "request \(i)")
+        }
+    }
+
+    @Test("top logprobs are sorted, include the greedy choice first, and sum below one")
+    func topLogprobs() throws {
+        let engine = try makeEngine("builtin:stories260k")
+        var r = BatchRequest(prompt: storyPrompt)
+        r.maxTokens = 6; r.topLogprobs = 5; r.sampling.temperature = 0; r.ignoreEOS = true
+        let (outputs, _) = runAll(engine, [r], policy: .prefixTree)
+        let c = try #require(outputs[0]).completions[0]
+        #expect(c.topLogprobs.count == c.tokens.count)
+        for (t, top) in zip(c.tokens, c.topLogprobs) {
+            #expect(top.count == 5)
+            #expect(top[0].token == t)
+            #expect(zip(top, top.dropFirst()).allSatisfy { $0.logprob >= $1.logprob })
+            #expect(top.reduce(0) { $0 + exp($1.logprob) } <= 1 + 1e-9)
+        }
+    }
+
+    @Test("an invalid request fails alone; the rest of the batch completes")
+    func invalidAlone() throws {
+        let engine = try makeEngine("builtin:stories260k")
+        var requests = fewShotBatch(seed: 6, temperature: 0)
+        requests[2].prompt = [1, 9999]
+        requests[4].maxTokens = 0
+        var failures: [Int] = []
+        var successes = 0
+        engine.runBatch(requests) { i, result in
+            switch result {
+            case .success: successes += 1
+            case .failure(let e): failures.append(i); #expect(!String(describing: e).isEmpty)
+            }
+        }
+        #expect(failures.sorted() == [2, 4])
+        #expect(successes == requests.count - 2)
+        #expect(engine.kv.pool.usedCount == 0)
+    }
+}
