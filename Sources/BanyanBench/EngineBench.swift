@@ -159,12 +159,13 @@ public enum EngineBench {
 /// Tables and plots of "mode × x" measurements (one row per x, one column per mode, then ratios).
 enum ModeTable {
     static func make(title: String, legend: String, points: [BenchPoint], x: String, metric: String, modes: [String],
-                     extra: [(header: String, metric: String, scale: Double)] = [], ratioOf: String = "hydragen") -> TextTable {
+                     extra: [(header: String, metric: String, scale: Double)] = [], ratioOf: String = "hydragen",
+                     lowerIsBetter: Bool = false) -> TextTable {
         let xs = Array(Set(points.compactMap { $0.parameters[x] })).sorted()
         var headers = [x] + modes
         let others = modes.filter { $0 != ratioOf }
         let hasRatio = modes.contains(ratioOf)
-        if hasRatio { headers += others.map { "\(ratioOf)/\($0)" } }
+        if hasRatio { headers += others.map { lowerIsBetter ? "speedup vs \($0)" : "\(ratioOf)/\($0)" } }
         headers += extra.map(\.header)
         var table = TextTable(title: title, legend: legend, headers: headers)
         for v in xs {
@@ -177,7 +178,7 @@ enum ModeTable {
             var row = ["\(v)"] + modes.map { Format.stat(point($0)?.metrics[metric]) }
             if hasRatio {
                 let h = point(ratioOf)?.median(metric)
-                row += others.map { o in Format.ratio(h.flatMap { h in point(o)?.median(metric).map { h / $0 } }) }
+                row += others.map { o in Format.ratio(h.flatMap { h in point(o)?.median(metric).map { lowerIsBetter ? $0 / h : h / $0 } }) }
             }
             row += extra.map { e in point(ratioOf).flatMap { $0.median(e.metric) }.map { Format.number($0 * e.scale) } ?? "-" }
             table.rows.append(row)

@@ -25,6 +25,8 @@ public struct EngineOptions: Sendable {
     public var attention: AttentionMode = .hydragen
     /// Most sequences decoded in one step; more samples run in waves over the same pinned prefix.
     public var maxBatch: Int = 256
+    /// Activation precision of the linear layers; nil keeps the model's (`exact` unless set).
+    public var precision: Precision? = nil
     /// Most rows in one prefill step (longer prompts are prefilled in chunks).
     public var prefillChunk: Int = 256
     public init() {}
@@ -97,6 +99,7 @@ public final class Engine: @unchecked Sendable {
         self.tokenizer = tokenizer
         self.threads = threads
         self.options = options
+        if let p = options.precision { model.precision = p }
         let c = model.config
         let layout = KVLayout(layerCount: c.layerCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim)
         kv = KVCache(pool: try KVBlockPool(layout: layout, budgetBytes: options.maxKVBytes))

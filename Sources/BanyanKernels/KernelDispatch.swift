@@ -49,3 +49,10 @@ public enum KernelDispatch {
         "matmul: \(active.rawValue) (detected \(detected.rawValue)\(forcePortable ? ", portable forced" : ""))"
     }
 }
+
+/// How linear layers treat activations. `exact` keeps them float32 through every product; `fast`
+/// rounds them to bf16 inside products with bf16 weights where the CPU has bf16 dot products
+/// (AVX512_BF16), as other engines do. Both accumulate in float32; elsewhere `fast` runs `exact`.
+public enum Precision: String, Sendable, CaseIterable {
+    case exact, fast
+}

@@ -12,10 +12,18 @@ public final class Model: @unchecked Sendable {
     public let folder: URL?
     /// RoPE inverse frequencies `[headDim / 2]`, scaling applied, as transformers computes them.
     let inverseFrequencies: [Float]
+    /// Activation precision inside the linear layers (set before running; `exact` by default).
+    public var precision: Precision
 
     public init(name: String, config: ModelConfig, weights: ModelWeights, folder: URL? = nil) {
         self.name = name; self.config = config; self.weights = weights; self.folder = folder
         inverseFrequencies = Model.ropeInverseFrequencies(config)
+        precision = .exact
+    }
+
+    /// Whether `fast` precision really changes anything here (bf16 weights and bf16 dot products).
+    public var usesBF16Products: Bool {
+        precision == .fast && weights.dtype == .bf16 && KernelDispatch.fastMatmulAvailable
     }
 
     /// Loads `spec`: a Hugging Face folder, `synthetic:NAME` (optionally `synthetic:NAME:f32|f16|bf16`),
@@ -138,6 +146,16 @@ extension Model {
         b.reserve(rows: T, logitRows: input.logitRows.count)
         let shape = AttentionShape(headCount: H, kvHeadCount: KVH, headDim: D)
         let queryScale = 1 / Float(D).squareRoot()
+        let bf16Products = usesBF16Products
+        /// `out = x · Wᵀ` for the step's rows, in the chosen precision.
+        func linear(_ x: UnsafePointer<Float>, _ rows: Int, _ weight: WeightMatrix, _ out: UnsafeMutablePointer<Float>) {
+            guard rows > 0 else { return }
+            if bf16Products && weight.dtype == .bf16 {
+                matmulFast(x, rows: rows, weight: weight, out: out, pool: threads)
+            } else {
+                matmul(x, rows: rows, weight: weight, out: out, pool: threads)
+            }
+        }
 
         // Embeddings and this step's RoPE angles (float32 products, as transformers computes them).
         for r in 0..<T {
@@ -155,9 +173,9 @@ extension Model {
             layer.attentionNorm.withUnsafeBufferPointer {
                 Elementwise.rmsNorm(b.x, weight: $0.baseAddress!, out: b.xn, rows: T, dim: hidden, epsilon: c.rmsNormEpsilon)
             }
-            matmul(b.xn, rows: T, weight: layer.wq, out: b.q, pool: threads)   // [T, H*D]
-            matmul(b.xn, rows: T, weight: layer.wk, out: b.k, pool: threads)   // [T, KVH*D]
-            matmul(b.xn, rows: T, weight: layer.wv, out: b.v, pool: threads)   // [T, KVH*D]
+            linear(b.xn, T, layer.wq, b.q)   // [T, H*D]
+            linear(b.xn, T, layer.wk, b.k)   // [T, KVH*D]
+            linear(b.xn, T, layer.wv, b.v)   // [T, KVH*D]
             if let bq = layer.bq, let bk = layer.bk, let bv = layer.bv {
                 for r in 0..<T {
                     for i in 0..<c.qDim { b.q[r * c.qDim + i] += bq[i] }
@@ -180,17 +198,17 @@ extension Model {
             }
             Attention.run(plan: plan, q: b.q, out: b.attn, kv: kv, layer: l, shape: shape,
                           scratch: b.attentionScratch, threads: threads)   // [T, H*D]
-            matmul(b.attn, rows: T, weight: layer.wo, out: b.xn, pool: threads)
+            linear(b.attn, T, layer.wo, b.xn)
             Elementwise.add(b.x, b.xn, count: T * hidden)
 
             // MLP: norm, gate/up, SiLU·mul, down, residual.
             layer.mlpNorm.withUnsafeBufferPointer {
                 Elementwise.rmsNorm(b.x, weight: $0.baseAddress!, out: b.xn, rows: T, dim: hidden, epsilon: c.rmsNormEpsilon)
             }
-            matmul(b.xn, rows: T, weight: layer.wGate, out: b.gate, pool: threads)  // [T, ffn]
-            matmul(b.xn, rows: T, weight: layer.wUp, out: b.up, pool: threads)      // [T, ffn]
+            linear(b.xn, T, layer.wGate, b.gate)  // [T, ffn]
+            linear(b.xn, T, layer.wUp, b.up)      // [T, ffn]
             Elementwise.siluMultiply(b.gate, b.up, count: T * ffn)
-            matmul(b.gate, rows: T, weight: layer.wDown, out: b.xn, pool: threads)  // [T, hidden]
+            linear(b.gate, T, layer.wDown, b.xn)  // [T, hidden]
             Elementwise.add(b.x, b.xn, count: T * hidden)
         }
 
@@ -201,7 +219,7 @@ extension Model {
                                     rows: 1, dim: hidden, epsilon: c.rmsNormEpsilon)
             }
         }
-        matmul(b.logitInput, rows: input.logitRows.count, weight: w.lmHead, out: b.logits, pool: threads)
+        linear(b.logitInput, input.logitRows.count, w.lmHead, b.logits)
     }
 }
 

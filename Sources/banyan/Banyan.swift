@@ -15,6 +15,7 @@ struct Banyan: ParsableCommand {
 }
 
 extension AttentionMode: ExpressibleByArgument {}
+extension Precision: ExpressibleByArgument {}
 
 /// Flags every model-running command shares.
 struct ModelOptions: ParsableArguments {
@@ -32,6 +33,9 @@ struct ModelOptions: ParsableArguments {
 
     @Option(help: "A tokenizer.json (or folder) to use instead of the model folder's.")
     var tokenizer: String?
+
+    @Option(help: "Linear-layer activations: exact (float32, the default) or fast (rounded to bf16 inside products with bf16 weights, on CPUs with AVX512_BF16).")
+    var precision: Precision?
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
@@ -51,6 +55,7 @@ struct ModelOptions: ParsableArguments {
         var options = EngineOptions()
         options.threadCount = threads
         options.attention = attention
+        options.precision = precision
         if let b = maxKVBytes { options.maxKVBytes = b }
         return try Engine(model: model, tokenizer: tok, threads: pool, options: options)
     }
@@ -214,6 +219,7 @@ struct Info: ParsableCommand {
     func run() throws {
         let pool = ThreadPool(threadCount: options.threads)
         let model = try Model.load(options.model, threads: pool)
+        if let p = options.precision { model.precision = p }
         let c = model.config
         let fields: [(String, JSON)] = [
             ("model", .string(model.name)), ("architecture", .string(c.architecture.rawValue)),
@@ -224,6 +230,7 @@ struct Info: ParsableCommand {
             ("parameters", .int(c.parameterCount)), ("weight_bytes", .int(model.weights.byteCount)),
             ("kv_bytes_per_token", .int(c.kvBytesPerToken(dtype: .f32))),
             ("kernels", .string(KernelDispatch.description)), ("threads", .int(pool.threadCount)),
+            ("precision", .string(model.precision.rawValue)), ("bf16_products", .bool(model.usesBF16Products)),
         ]
         if json {
             print(JSON.object(fields).rendered)

@@ -106,6 +106,8 @@ struct BenchDecode: ParsableCommand {
     @Option(help: "Tokens generated per sample.") var gen: Int = 32
     @Option(help: "Attention modes to compare, e.g. hydragen,baseline,none.") var attention: String = "hydragen,baseline,none"
     @Option(help: "Sampling temperature (0: greedy); every sample decodes --gen tokens.") var temperature: Float = 0
+    @Flag(help: "Prefill the prompt once and time greedy decode of forks of it in every mode (the throughput suite's method) instead of one Engine.generate per point.")
+    var prefillOnce = false
 
     func run() throws {
         let modes = try attention.split(separator: ",").map { s -> AttentionMode in
@@ -118,6 +120,20 @@ struct BenchDecode: ParsableCommand {
                                     batches: try parseIntList(batch, flag: "--batch"), gen: gen, modes: modes,
                                     repeats: options.repeats ?? 1, maxKVBytes: options.kvBudget, temperature: temperature)
         try cfg.validate()
+        if prefillOnce {
+            var sizes = SuiteSizes.quick
+            sizes.model = cfg.model
+            sizes.throughputPrefix = cfg.prefix; sizes.throughputGen = cfg.gen; sizes.throughputBatches = cfg.batches
+            sizes.repeats = cfg.repeats
+            try options.session { pool, _, emit in
+                let runner = try SuiteRunner(sizes: sizes, threads: pool, maxKVBytes: options.kvBudget, showProgress: true, suites: [.throughput])
+                defer { runner.progress.finish() }
+                let r = try runner.run(.throughput)
+                emit(r)
+                return [r]
+            }
+            return
+        }
         try options.session { pool, _, emit in
             let progress = ProgressLine(total: cfg.batches.count * cfg.modes.count * cfg.repeats, enabled: true)
             defer { progress.finish() }

@@ -48,6 +48,16 @@ struct InvarianceTests {
         #expect(Set(eight.map(\.tokens)).count > 1)
     }
 
+    @Test("fast precision (bf16 products) is batch-invariant too", arguments: [Precision.exact, .fast])
+    func precisionInvariance(_ precision: Precision) throws {
+        let engine = try makeEngine("synthetic:tiny", precision: precision)
+        let prompt = (0..<70).map { 3 + $0 * 7 % 500 }
+        let one = try engine.generate(request(prompt, n: 1, maxTokens: 10, temperature: 0.9, seed: 2)).completions[0]
+        let many = try engine.generate(request(prompt, n: 6, maxTokens: 10, temperature: 0.9, seed: 2)).completions
+        #expect(many[0].tokens == one.tokens)
+        #expect(many[0].logprobs == one.logprobs)
+    }
+
     @Test("samples beyond the batch size run in waves with identical results")
     func waves() throws {
         let wide = try makeEngine("builtin:stories260k", maxBatch: 256)
