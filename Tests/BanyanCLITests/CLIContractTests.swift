@@ -144,6 +144,7 @@ func idList(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: ","
             if let n = Int(value) { #expect(out[key] as? Int == n, "\(key)") } else { #expect(out[key] as? String == value, "\(key)") }
         }
         #expect(out["threads"] as? Int == 1)
+        #expect(out["precision"] as? String == "exact")
         let kernels = try #require(out["kernels"] as? String)
         #expect(kernels.hasPrefix("matmul: "), "\(kernels)")
     }
@@ -153,7 +154,7 @@ func idList(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: ","
         let kernels = try #require(try BanyanBinary.json("info", [])["kernels"] as? String)
         let r = try BanyanBinary.run("info", [])
         #expect(r.status == 0 && !r.crashed, "\(r)")
-        let expected = Self.storiesInfo.map { "\($0.key): \($0.value)\n" }.joined() + "kernels: \(kernels)\nthreads: 1\n"
+        let expected = Self.storiesInfo.map { "\($0.key): \($0.value)\n" }.joined() + "kernels: \(kernels)\nthreads: 1\nprecision: exact\nbf16_products: false\n"
         #expect(r.stdout == expected)
         #expect(r.stderr == "")
     }
