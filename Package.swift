@@ -34,8 +34,10 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "BanyanBench", dependencies: ["BanyanEngine", "BanyanModel", "BanyanAttention", "BanyanKV", "BanyanKernels"],
                 swiftSettings: strict),
+        .target(name: "BanyanBatch", dependencies: ["BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanKV"],
+                swiftSettings: strict),
         .executableTarget(name: "banyan", dependencies: [
-            "BanyanEngine", "BanyanTokenizer", "BanyanBench",
+            "BanyanEngine", "BanyanTokenizer", "BanyanBench", "BanyanBatch",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .target(name: "BanyanTestSupport", dependencies: ["BanyanKernels"], swiftSettings: strict),
@@ -46,6 +48,7 @@ let package = Package(
         .testTarget(name: "BanyanModelTests", dependencies: ["BanyanModel", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanEngineTests", dependencies: ["BanyanEngine", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanBenchTests", dependencies: ["BanyanBench", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanBatchTests", dependencies: ["BanyanBatch", "BanyanEngine", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanCLITests", dependencies: ["BanyanTestSupport"], swiftSettings: strict),
     ]
 )
