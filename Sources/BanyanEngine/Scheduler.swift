@@ -91,7 +91,7 @@ final class PrefillUnit {
 }
 
 /// A sample being decoded.
-private struct LiveSample {
+struct LiveSample {
     let request: Int
     let k: Int
     let id: SequenceID
@@ -112,20 +112,96 @@ extension Engine {
     @discardableResult
     public func runBatch(_ requests: [BatchRequest], policy: SchedulingPolicy = .prefixTree, prefillFirst: Bool = false,
                          onFinish: (Int, Result<BatchOutput, any Error>) -> Void) -> BatchStats {
-        let vocab = config.vocabularySize, C = kv.layout.blockTokenCount
-        var stats = BatchStats()
-        kv.pool.resetPeak()
+        withoutActuallyEscaping(onFinish) { onFinish in
+            BatchRun(engine: self, requests: requests, policy: policy, prefillFirst: prefillFirst, onFinish: onFinish).run()
+        }
+    }
+}
 
-        // Validate; invalid requests finish at once with their error.
+/// The state of one `runBatch`: prefill units, the admission queue, live samples, outputs.
+/// Each step: admit samples, build rows (decode first, then prefill chunks), run the model,
+/// consume decode logits, then prefill logits.
+final class BatchRun {
+    let engine: Engine
+    let kv: KVCache
+    let requests: [BatchRequest]
+    let policy: SchedulingPolicy
+    let prefillFirst: Bool
+    let onFinish: (Int, Result<BatchOutput, any Error>) -> Void
+    let vocab: Int
+    let C: Int
+    let cache: BlockCache?
+
+    var endUnit: [Int: PrefillUnit] = [:]          // prefix-tree / fcfs-lru: request -> unit
+    var sampleUnits: [Int: [PrefillUnit]] = [:]    // none: request -> one unit per sample
+    var allUnits: [PrefillUnit] = []
+    var queue: [(request: Int, k: Int)] = []
+    var head = 0
+    var prefillQueue: [PrefillUnit] = []
+    var live: [LiveSample] = []
+    var outputs: [Int: [Completion]] = [:]
+    var remaining: [Int: Int] = [:]
+    var failed: Set<Int> = []
+    var stats = BatchStats()
+
+    init(engine: Engine, requests: [BatchRequest], policy: SchedulingPolicy, prefillFirst: Bool,
+         onFinish: @escaping (Int, Result<BatchOutput, any Error>) -> Void) {
+        self.engine = engine
+        kv = engine.kv
+        self.requests = requests
+        self.policy = policy
+        self.prefillFirst = prefillFirst
+        self.onFinish = onFinish
+        vocab = engine.config.vocabularySize
+        C = engine.kv.layout.blockTokenCount
+        cache = policy == .fcfsLRU ? BlockCache(pool: engine.kv.pool) : nil
+    }
+
+    func run() -> BatchStats {
+        kv.pool.resetPeak()
         var valid: [Int] = []
         for (i, r) in requests.enumerated() {
-            do { try validate(r); valid.append(i) } catch { onFinish(i, .failure(error)) }
+            do { try engine.validate(r); valid.append(i) } catch { onFinish(i, .failure(error)) }
         }
+        let order = planUnits(valid)
+        queue = order.flatMap { r in (0..<requests[r].n).map { (r, $0) } }
+        for r in valid {
+            remaining[r] = requests[r].n
+            outputs[r] = (0..<requests[r].n).map {
+                Completion(index: $0, suffixIndex: 0, sampleIndex: $0, tokens: [], logprobs: [], text: nil, finishReason: .length)
+            }
+        }
+        while head < queue.count || !live.isEmpty || !prefillQueue.isEmpty {
+            admit()
+            guard let step = buildStep() else { continue }
+            if step.tokens.isEmpty {
+                if !unblock() { break }
+                continue
+            }
+            let start = DispatchTime.now()
+            let logits = engine.step(tokens: step.tokens, sequences: step.sequences, positions: step.positions,
+                                     logitRows: step.logitRows)
+            let elapsed = seconds(since: start)
+            if step.decodeCount > 0 { stats.decodeSeconds += elapsed; stats.decodeSteps += 1 } else { stats.prefillSeconds += elapsed }
+            stats.steps += 1
+            stats.decodeRows += step.decodeCount
+            stats.prefillRows += step.tokens.count - step.decodeCount
+            consumeDecode(logits)
+            consumePrefill(logits + step.decodeCount * vocab, step)
+        }
+        // Anything left (only after failures) is released.
+        for s in live { kv.free(s.id) }
+        for u in allUnits { if let s = u.seq { kv.free(s); u.seq = nil } }
+        cache?.clear()
+        stats.kvPeakBytes = kv.pool.peakBytes
+        return stats
+    }
 
-        // Units per policy, and the order samples are admitted in.
-        var endUnit: [Int: PrefillUnit] = [:]          // prefix-tree / fcfs-lru: request -> unit
-        var sampleUnits: [Int: [PrefillUnit]] = [:]    // none: request -> one unit per sample
-        var order: [Int] = valid
+    // MARK: - Planning
+
+    /// Builds the prefill units of `policy` and returns the order requests are admitted in.
+    func planUnits(_ valid: [Int]) -> [Int] {
+        var order = valid
         switch policy {
         case .prefixTree:
             let tree = PrefixTree(valid.map { requests[$0].prompt })
@@ -137,286 +213,297 @@ extension Engine {
                 }
             }
             for (i, node) in tree.endNodes { endUnit[valid[i]] = units[node]! }
-            // Depth-first order keeps requests that share deeper prefixes together; bigger subtrees first.
-            var dfs: [Int] = []
-            var subtree: [Int: Int] = [:]
-            func size(_ n: Int) -> Int {
-                let s = tree.nodes[n].endingHere.reduce(0) { $0 + requests[valid[$1]].n } + tree.nodes[n].children.reduce(0) { $0 + size($1) }
-                subtree[n] = s
-                return s
+            // Depth-first keeps requests that share deeper prefixes together; larger subtrees (more
+            // samples reusing the pinned prefix) first.
+            var samples: [Int: Int] = [:]
+            func count(_ n: Int) -> Int {
+                let c = tree.nodes[n].endingHere.reduce(0) { $0 + requests[valid[$1]].n } + tree.nodes[n].children.reduce(0) { $0 + count($1) }
+                samples[n] = c
+                return c
             }
-            _ = size(0)
+            _ = count(0)
+            order = []
             func visit(_ n: Int) {
-                dfs += tree.nodes[n].endingHere.map { valid[$0] }
-                for c in tree.nodes[n].children.sorted(by: { subtree[$0]! > subtree[$1]! }) { visit(c) }
+                order += tree.nodes[n].endingHere.map { valid[$0] }
+                for c in tree.nodes[n].children.sorted(by: { samples[$0]! > samples[$1]! }) { visit(c) }
             }
             visit(0)
-            order = dfs
         case .fcfsLRU:
-            for i in valid { endUnit[i] = PrefillUnit(tokens: requests[i].prompt, parent: nil); endUnit[i]!.prompt = requests[i].prompt }
+            for i in valid {
+                let u = PrefillUnit(tokens: requests[i].prompt, parent: nil)
+                u.prompt = requests[i].prompt
+                endUnit[i] = u
+            }
         case .noSharing:
             for i in valid { sampleUnits[i] = (0..<requests[i].n).map { _ in PrefillUnit(tokens: requests[i].prompt, parent: nil) } }
         }
-        // Users: each sample forks from its unit; each unit forks from its parent.
-        func unitFor(_ r: Int, _ k: Int) -> PrefillUnit { policy == .noSharing ? sampleUnits[r]![k] : endUnit[r]! }
-        var allUnits: [ObjectIdentifier: PrefillUnit] = [:]
+        // Users: each sample forks from its unit; each unit from its parent.
+        var seen = Set<ObjectIdentifier>()
         for r in valid {
             for k in 0..<requests[r].n {
                 var u: PrefillUnit? = unitFor(r, k)
                 u!.users += 1
                 u!.needsLogits = true
-                if requests[r].echo { var e = u; while let x = e { x.echo = true; x.parent?.needsLogits = true; e = x.parent } }
-                while let x = u, allUnits[ObjectIdentifier(x)] == nil {
-                    allUnits[ObjectIdentifier(x)] = x
+                if requests[r].echo {
+                    var e = u
+                    while let x = e { x.echo = true; x.parent?.needsLogits = true; e = x.parent }
+                }
+                while let x = u, !seen.contains(ObjectIdentifier(x)) {
+                    seen.insert(ObjectIdentifier(x))
+                    allUnits.append(x)
                     x.parent?.users += 1
                     u = x.parent
                 }
             }
         }
+        return order
+    }
 
-        let cache = policy == .fcfsLRU ? BlockCache(pool: kv.pool) : nil
-        var queue: [(request: Int, k: Int)] = order.flatMap { r in (0..<requests[r].n).map { (r, $0) } }
-        var head = 0
-        var prefillQueue: [PrefillUnit] = []
-        var live: [LiveSample] = []
-        var outputs: [Int: [Completion]] = [:]
-        var remaining: [Int: Int] = [:]
-        var failed: Set<Int> = []
-        for r in valid {
-            remaining[r] = requests[r].n
-            outputs[r] = (0..<requests[r].n).map {
-                Completion(index: $0, suffixIndex: 0, sampleIndex: $0, tokens: [], logprobs: [], text: nil, finishReason: .length)
-            }
-        }
+    func unitFor(_ r: Int, _ k: Int) -> PrefillUnit { policy == .noSharing ? sampleUnits[r]![k] : endUnit[r]! }
 
-        func release(_ u: PrefillUnit) {
-            u.users -= 1
-            if u.users == 0, let s = u.seq { kv.free(s); u.seq = nil; u.lastLogits = [] }
-        }
-        func finish(_ r: Int) {
-            var completions = outputs.removeValue(forKey: r)!
-            if let tok = tokenizer {
-                for i in completions.indices where completions[i].text == nil {
-                    completions[i].text = try? tok.decode(completions[i].tokens)
-                }
-            }
-            var promptLogprobs: [Double]? = nil
-            if requests[r].echo {
-                var path: [PrefillUnit] = []
-                var u: PrefillUnit? = unitFor(r, 0)
-                while let x = u { path.insert(x, at: 0); u = x.parent }
-                var lp: [Double] = []
-                for (i, x) in path.enumerated() {
-                    if i > 0 { lp.append(x.firstLogprob) }
-                    lp += x.rowLogprobs
-                }
-                promptLogprobs = lp
-            }
-            onFinish(r, .success(BatchOutput(completions: completions, promptLogprobs: promptLogprobs, promptTokens: requests[r].prompt.count)))
-        }
-        func fail(_ r: Int, _ error: any Error) {
-            guard !failed.contains(r) else { return }
-            failed.insert(r)
-            for s in live where s.request == r { kv.free(s.id) }
-            live.removeAll { $0.request == r }
-            outputs.removeValue(forKey: r)
-            onFinish(r, .failure(error))
-        }
-        /// Blocks live samples may still allocate (their whole future is reserved at admission).
-        func reserved() -> Int {
-            live.reduce(0) { sum, s in
-                let r = requests[s.request]
-                return sum + max(0, (s.promptLength + r.maxTokens + C - 1) / C - kv.blocks(s.id).count)
-            } + prefillQueue.reduce(0) { $0 + ($1.tokens.count - $1.done + C - 1) / C + 1 }
-        }
-        func fits(_ blocks: Int) -> Bool {
-            let free = kv.pool.freeCount - reserved()
-            if free >= blocks { return true }
-            if let cache { cache.evict(blocks - free) }
-            return kv.pool.freeCount - reserved() >= blocks
-        }
-        func enqueue(_ u: PrefillUnit) {
-            var path: [PrefillUnit] = []
-            var x: PrefillUnit? = u
-            while let y = x, !y.ready, !y.queued { path.insert(y, at: 0); x = y.parent }
-            for y in path { y.queued = true; prefillQueue.append(y) }
-        }
+    // MARK: - Memory
 
-        let tok = tokenizer
-        let clock = DispatchTime.now()
-        while head < queue.count || !live.isEmpty || !prefillQueue.isEmpty {
-            // 1. Admit samples in order while slots and budget allow; stop at one whose prompt is not ready.
-            while head < queue.count && live.count < options.maxBatch && !(prefillFirst && !prefillQueue.isEmpty) {
-                let (r, k) = queue[head]
-                if failed.contains(r) { head += 1; continue }
-                let u = unitFor(r, k)
-                guard u.ready else { enqueue(u); if prefillFirst { for (r2, k2) in queue[head...] { enqueue(unitFor(r2, k2)) } }; break }
-                let req = requests[r]
-                let need = (u.endPosition + req.maxTokens + C - 1) / C - u.endPosition / C
-                guard fits(need) else {
-                    if live.isEmpty && prefillQueue.isEmpty {
-                        fail(r, KVError.outOfMemory(neededBlocks: need, freeBlocks: kv.pool.freeCount, budgetBytes: kv.pool.budgetBytes))
-                        head += 1
-                        continue
-                    }
-                    break
-                }
-                let id: SequenceID
-                do { id = try kv.fork(u.seq!) } catch { fail(r, error); head += 1; continue }
-                var s = LiveSample(request: r, k: k, id: id, promptLength: u.endPosition,
-                                   rng: SequenceRNG(seed: req.sampling.seed, index: req.rngIndexOffset + k), next: 0,
-                                   decoder: tok.map { IncrementalDecoder(tokenizer: $0) })
-                u.lastLogits.withUnsafeBufferPointer { l in
-                    s.next = Sampler.sample(logits: l.baseAddress!, count: vocab, parameters: req.sampling, rng: &s.rng)
-                    record(s.next, logits: l.baseAddress!, into: &outputs[r]![k], topK: req.topLogprobs)
-                }
-                release(u)
-                live.append(s)
+    /// Blocks already promised: each live sample's whole future, each started unit's remaining prompt.
+    func reserved() -> Int {
+        live.reduce(0) { sum, s in
+            sum + max(0, (s.promptLength + requests[s.request].maxTokens + C - 1) / C - kv.blocks(s.id).count)
+        } + prefillQueue.reduce(0) { $0 + ($1.seq == nil ? 0 : ($1.tokens.count - $1.done + C - 1) / C + 1) }
+    }
+
+    /// Whether `blocks` more fit beside what is reserved (evicting unused cached prefixes if needed).
+    func fits(_ blocks: Int) -> Bool {
+        let free = kv.pool.freeCount - reserved()
+        if free >= blocks { return true }
+        cache?.evict(blocks - free)
+        return kv.pool.freeCount - reserved() >= blocks
+    }
+
+    func release(_ u: PrefillUnit) {
+        u.users -= 1
+        if u.users == 0, let s = u.seq { kv.free(s); u.seq = nil; u.lastLogits = [] }
+    }
+
+    /// Queues `u` and its unprefilled ancestors (ancestors first).
+    func enqueue(_ u: PrefillUnit) {
+        var path: [PrefillUnit] = []
+        var x: PrefillUnit? = u
+        while let y = x, !y.ready, !y.queued { path.insert(y, at: 0); x = y.parent }
+        for y in path { y.queued = true; prefillQueue.append(y) }
+    }
+
+    // MARK: - Admission
+
+    /// Admits samples in order while slots and budget allow; stops at one whose prompt is not ready
+    /// (queueing its prefill) or that must wait for memory.
+    func admit() {
+        while head < queue.count && live.count < engine.options.maxBatch && !(prefillFirst && !prefillQueue.isEmpty) {
+            let (r, k) = queue[head]
+            if failed.contains(r) { head += 1; continue }
+            let u = unitFor(r, k)
+            guard u.ready else {
+                enqueue(u)
+                if prefillFirst { for (r2, k2) in queue[head...] { enqueue(unitFor(r2, k2)) } }
+                return
+            }
+            let req = requests[r]
+            let need = (u.endPosition + req.maxTokens + C - 1) / C - u.endPosition / C
+            guard fits(need) else {
+                guard live.isEmpty && prefillQueue.isEmpty else { return }  // wait for memory
+                fail(r, KVError.outOfMemory(neededBlocks: need, freeBlocks: kv.pool.freeCount, budgetBytes: kv.pool.budgetBytes))
                 head += 1
-                // Accept the first token now: it may already end the sample.
-                if acceptToken(&live[live.count - 1], into: &outputs[r]![k], request: req) {
-                    let done = live.removeLast()
-                    kv.free(done.id)
-                    remaining[r]! -= 1
-                    if remaining[r] == 0 { finish(r) }
-                }
-            }
-
-            // 2. Build the step: one decode row per live sample, then prefill rows up to the token budget.
-            var tokens: [Int32] = [], seqs: [SequenceID] = [], positions: [Int] = [], logitRows: [Int] = []
-            var failedStep = false
-            for s in live {
-                do { positions.append(try kv.append(s.id, count: 1)) } catch { fail(s.request, error); failedStep = true; break }
-                tokens.append(Int32(s.next)); seqs.append(s.id); logitRows.append(tokens.count - 1)
-            }
-            if failedStep { continue }
-            let decodeCount = tokens.count
-            var chunks: [(unit: PrefillUnit, from: Int, count: Int, firstRow: Int)] = []
-            var budget = max(options.prefillChunk - decodeCount, min(32, options.prefillChunk))
-            var qi = 0
-            while budget > 0 && qi < prefillQueue.count {
-                let u = prefillQueue[qi]
-                if u.seq == nil {
-                    // Start the unit: fork the parent (which must be ready), or reuse cached blocks.
-                    guard u.parent?.ready ?? true else { break }
-                    guard fits((u.tokens.count + C - 1) / C + 1) || (live.isEmpty && chunks.isEmpty) else { break }
-                    do {
-                        if let p = u.parent {
-                            u.seq = try kv.fork(p.seq!)
-                            if u.echo {
-                                u.firstLogprob = p.lastLogits.withUnsafeBufferPointer {
-                                    Sampler.logProbability(of: u.tokens[0], logits: $0.baseAddress!, count: vocab)
-                                }
-                            }
-                            release(p)
-                        } else if let cache, !u.echo {
-                            let blocks = Array(cache.lookup(u.prompt).prefix((u.tokens.count - 1) / C))
-                            u.seq = kv.createSequence(sharing: blocks)
-                            u.done = blocks.count * C
-                        } else {
-                            u.seq = kv.createSequence()
-                        }
-                    } catch {
-                        break
-                    }
-                }
-                let count = min(budget, u.tokens.count - u.done)
-                let start: Int
-                do { start = try kv.append(u.seq!, count: count) } catch { break }
-                chunks.append((u, u.done, count, tokens.count))
-                for j in 0..<count {
-                    tokens.append(Int32(u.tokens[u.done + j])); seqs.append(u.seq!); positions.append(start + j)
-                    if u.echo || (u.done + j == u.tokens.count - 1 && u.needsLogits) { logitRows.append(tokens.count - 1) }
-                }
-                u.done += count
-                budget -= count
-                qi += 1
-            }
-            if tokens.isEmpty {
-                // Nothing can run: the head unit does not fit even with nothing else in memory.
-                guard let u = prefillQueue.first else {
-                    for (r, _) in queue[head...] { fail(r, EngineError.invalidRequest("request could not be scheduled")) }
-                    break
-                }
-                let blocked = queue[head...].filter { unitFor($0.request, $0.k) === u || isAncestor(u, of: unitFor($0.request, $0.k)) }.map(\.request)
-                for r in Set(blocked).sorted() {
-                    fail(r, KVError.outOfMemory(neededBlocks: (u.tokens.count + C - 1) / C, freeBlocks: kv.pool.freeCount, budgetBytes: kv.pool.budgetBytes))
-                }
-                prefillQueue.removeFirst()
-                u.queued = false
                 continue
             }
-
-            // 3. Run it.
-            let stepStart = DispatchTime.now()
-            let logits = step(tokens: tokens, sequences: seqs, positions: positions, logitRows: logitRows)
-            let elapsed = seconds(since: stepStart)
-            if decodeCount > 0 { stats.decodeSeconds += elapsed; stats.decodeSteps += 1 } else { stats.prefillSeconds += elapsed }
-            stats.steps += 1
-            stats.decodeRows += decodeCount
-            stats.prefillRows += tokens.count - decodeCount
-
-            // 4. Decode rows: sample, record, accept; finished samples leave.
-            var still: [LiveSample] = []
-            for (i, var s) in live.enumerated() {
-                let req = requests[s.request]
-                let row = logits + i * vocab
-                s.next = Sampler.sample(logits: row, count: vocab, parameters: req.sampling, rng: &s.rng)
-                record(s.next, logits: row, into: &outputs[s.request]![s.k], topK: req.topLogprobs)
-                if acceptToken(&s, into: &outputs[s.request]![s.k], request: req) {
-                    kv.free(s.id)
-                    remaining[s.request]! -= 1
-                    if remaining[s.request] == 0 { finish(s.request) }
-                } else {
-                    still.append(s)
-                }
+            let id: SequenceID
+            do { id = try kv.fork(u.seq!) } catch { fail(r, error); head += 1; continue }
+            var s = LiveSample(request: r, k: k, id: id, promptLength: u.endPosition,
+                               rng: SequenceRNG(seed: req.sampling.seed, index: req.rngIndexOffset + k), next: 0,
+                               decoder: engine.tokenizer.map { IncrementalDecoder(tokenizer: $0) })
+            u.lastLogits.withUnsafeBufferPointer { l in
+                s.next = Sampler.sample(logits: l.baseAddress!, count: vocab, parameters: req.sampling, rng: &s.rng)
+                engine.record(s.next, logits: l.baseAddress!, into: &outputs[r]![k], topK: req.topLogprobs)
             }
-            live = still
-
-            // 5. Prefill rows: echo log-probabilities, last-row logits, readiness.
-            var logitIndex = decodeCount
-            for (u, from, count, firstRow) in chunks {
-                for j in 0..<count {
-                    let row = firstRow + j
-                    guard logitRows.contains(row) else { continue }
-                    let l = logits + logitIndex * vocab
-                    logitIndex += 1
-                    let t = from + j
-                    if u.echo && t + 1 < u.tokens.count {
-                        u.rowLogprobs.append(Sampler.logProbability(of: u.tokens[t + 1], logits: l, count: vocab))
-                    }
-                    if t == u.tokens.count - 1 && u.needsLogits { u.lastLogits = Array(UnsafeBufferPointer(start: l, count: vocab)) }
-                }
-                if u.done == u.tokens.count {
-                    u.ready = true
-                    prefillQueue.removeAll { $0 === u }
-                    if let cache { cache.insert(u.prompt, blocks: kv.blocks(u.seq!)) }
-                }
+            release(u)
+            head += 1
+            // The first token may already end the sample.
+            if engine.acceptToken(&s, into: &outputs[r]![k], request: req) {
+                kv.free(s.id)
+                sampleDone(r)
+            } else {
+                live.append(s)
             }
         }
-        // Anything left (only after failures) is released.
-        for s in live { kv.free(s.id) }
-        for u in allUnits.values { if let s = u.seq { kv.free(s); u.seq = nil } }
-        cache?.clear()
-        stats.kvPeakBytes = kv.pool.peakBytes
-        _ = clock
-        return stats
     }
 
-    func isAncestor(_ a: PrefillUnit, of b: PrefillUnit) -> Bool {
+    // MARK: - Steps
+
+    struct Step {
+        var tokens: [Int32] = [], sequences: [SequenceID] = [], positions: [Int] = [], logitRows: [Int] = []
+        var decodeCount = 0
+        /// Prefill chunks: unit, first token index, token count, whether each row has logits.
+        var chunks: [(unit: PrefillUnit, from: Int, count: Int, logits: [Bool])] = []
+    }
+
+    /// One decode row per live sample, then prefill rows up to the step's token budget.
+    /// nil when a live sample could not grow (it failed; try again).
+    func buildStep() -> Step? {
+        var step = Step()
+        for s in live {
+            do { step.positions.append(try kv.append(s.id, count: 1)) } catch { fail(s.request, error); return nil }
+            step.tokens.append(Int32(s.next)); step.sequences.append(s.id); step.logitRows.append(step.tokens.count - 1)
+        }
+        step.decodeCount = step.tokens.count
+        var budget = max(engine.options.prefillChunk - step.decodeCount, min(32, engine.options.prefillChunk))
+        for u in prefillQueue where budget > 0 {
+            if u.seq == nil {
+                guard start(u, alone: live.isEmpty && step.chunks.isEmpty) else { break }
+            }
+            let count = min(budget, u.tokens.count - u.done)
+            guard let first = try? kv.append(u.seq!, count: count) else { break }
+            var wantsLogits: [Bool] = []
+            for j in 0..<count {
+                step.tokens.append(Int32(u.tokens[u.done + j])); step.sequences.append(u.seq!); step.positions.append(first + j)
+                let want = u.echo || (u.done + j == u.tokens.count - 1 && u.needsLogits)
+                if want { step.logitRows.append(step.tokens.count - 1) }
+                wantsLogits.append(want)
+            }
+            step.chunks.append((u, u.done, count, wantsLogits))
+            u.done += count
+            budget -= count
+        }
+        return step
+    }
+
+    /// Starts prefilling `u`: fork its (ready) parent, or reuse cached blocks, or start empty.
+    func start(_ u: PrefillUnit, alone: Bool) -> Bool {
+        guard u.parent?.ready ?? true else { return false }
+        guard fits((u.tokens.count + C - 1) / C + 1) || alone else { return false }
+        if let p = u.parent {
+            guard let seq = try? kv.fork(p.seq!) else { return false }
+            u.seq = seq
+            if u.echo {
+                u.firstLogprob = p.lastLogits.withUnsafeBufferPointer {
+                    Sampler.logProbability(of: u.tokens[0], logits: $0.baseAddress!, count: vocab)
+                }
+            }
+            release(p)
+        } else if let cache, !u.echo {
+            // Keep at least one token to compute: its logits are needed.
+            let blocks = Array(cache.lookup(u.prompt).prefix((u.tokens.count - 1) / C))
+            u.seq = kv.createSequence(sharing: blocks)
+            u.done = blocks.count * C
+        } else {
+            u.seq = kv.createSequence()
+        }
+        return true
+    }
+
+    /// Nothing could run: the head unit does not fit even with nothing else in memory, so the
+    /// requests waiting on it fail. Returns false when there is nothing left to unblock.
+    func unblock() -> Bool {
+        guard let u = prefillQueue.first else {
+            for (r, _) in queue[head...] { fail(r, EngineError.invalidRequest("request could not be scheduled")) }
+            return false
+        }
+        let blocked = queue[head...].filter { unitFor($0.request, $0.k) === u || u.isAncestor(of: unitFor($0.request, $0.k)) }
+        for r in Set(blocked.map(\.request)).sorted() {
+            fail(r, KVError.outOfMemory(neededBlocks: (u.tokens.count + C - 1) / C, freeBlocks: kv.pool.freeCount,
+                                        budgetBytes: kv.pool.budgetBytes))
+        }
+        prefillQueue.removeFirst()
+        u.queued = false
+        return true
+    }
+
+    /// Decode rows: sample the next token, record it, and retire finished samples.
+    func consumeDecode(_ logits: UnsafeMutablePointer<Float>) {
+        var still: [LiveSample] = []
+        for (i, var s) in live.enumerated() {
+            let req = requests[s.request]
+            let row = logits + i * vocab
+            s.next = Sampler.sample(logits: row, count: vocab, parameters: req.sampling, rng: &s.rng)
+            engine.record(s.next, logits: row, into: &outputs[s.request]![s.k], topK: req.topLogprobs)
+            if engine.acceptToken(&s, into: &outputs[s.request]![s.k], request: req) {
+                kv.free(s.id)
+                sampleDone(s.request)
+            } else {
+                still.append(s)
+            }
+        }
+        live = still
+    }
+
+    /// Prefill rows: echo log-probabilities, last-row logits, and readiness of finished units.
+    func consumePrefill(_ logits: UnsafeMutablePointer<Float>, _ step: Step) {
+        var row = 0
+        for (u, from, count, wantsLogits) in step.chunks {
+            for j in 0..<count where wantsLogits[j] {
+                let l = logits + row * vocab
+                row += 1
+                let t = from + j
+                if u.echo && t + 1 < u.tokens.count {
+                    u.rowLogprobs.append(Sampler.logProbability(of: u.tokens[t + 1], logits: l, count: vocab))
+                }
+                if t == u.tokens.count - 1 && u.needsLogits { u.lastLogits = Array(UnsafeBufferPointer(start: l, count: vocab)) }
+            }
+            if u.done == u.tokens.count {
+                u.ready = true
+                prefillQueue.removeAll { $0 === u }
+                cache?.insert(u.prompt, blocks: kv.blocks(u.seq!))
+            }
+        }
+    }
+
+    // MARK: - Results
+
+    func sampleDone(_ r: Int) {
+        remaining[r]! -= 1
+        if remaining[r] == 0 { finish(r) }
+    }
+
+    func finish(_ r: Int) {
+        var completions = outputs.removeValue(forKey: r)!
+        if let tok = engine.tokenizer {
+            for i in completions.indices where completions[i].text == nil {
+                completions[i].text = try? tok.decode(completions[i].tokens)
+            }
+        }
+        var promptLogprobs: [Double]? = nil
+        if requests[r].echo {
+            var path: [PrefillUnit] = []
+            var u: PrefillUnit? = unitFor(r, 0)
+            while let x = u { path.insert(x, at: 0); u = x.parent }
+            promptLogprobs = path.enumerated().flatMap { i, x in (i > 0 ? [x.firstLogprob] : []) + x.rowLogprobs }
+        }
+        onFinish(r, .success(BatchOutput(completions: completions, promptLogprobs: promptLogprobs, promptTokens: requests[r].prompt.count)))
+    }
+
+    func fail(_ r: Int, _ error: any Error) {
+        guard !failed.contains(r) else { return }
+        failed.insert(r)
+        for s in live where s.request == r { kv.free(s.id) }
+        live.removeAll { $0.request == r }
+        outputs.removeValue(forKey: r)
+        onFinish(r, .failure(error))
+    }
+}
+
+extension PrefillUnit {
+    func isAncestor(of b: PrefillUnit) -> Bool {
         var x = b.parent
-        while let y = x { if y === a { return true }; x = y.parent }
+        while let y = x { if y === self { return true }; x = y.parent }
         return false
     }
+}
 
+extension Engine {
     /// Appends the chosen token's log-probability (and top alternatives) to the completion.
-    private func record(_ token: Int, logits: UnsafePointer<Float>, into c: inout Completion, topK: Int) {
+    func record(_ token: Int, logits: UnsafePointer<Float>, into c: inout Completion, topK: Int) {
         c.logprobs.append(Sampler.logProbability(of: token, logits: logits, count: config.vocabularySize))
         if topK > 0 { c.topLogprobs.append(Sampler.topLogprobs(logits: logits, count: config.vocabularySize, k: topK)) }
     }
 
     /// Takes the sample's newest token into its completion unless it ends it; true when finished.
-    private func acceptToken(_ s: inout LiveSample, into c: inout Completion, request r: BatchRequest) -> Bool {
+    func acceptToken(_ s: inout LiveSample, into c: inout Completion, request r: BatchRequest) -> Bool {
         let t = s.next
         let eos = !r.ignoreEOS && config.eosTokenIDs.contains(t)
         if eos || r.stopTokenIDs.contains(t) {
