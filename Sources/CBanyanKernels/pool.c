@@ -1,6 +1,9 @@
 // Persistent worker pool: a call publishes (fn, context, count) under a new generation number;
 // workers spin briefly on the generation (decode issues ~10 calls per layer, so waking must cost
-// microseconds), then sleep on a condition variable. Indices are claimed with an atomic counter.
+// microseconds), then sleep on a condition variable. Indices are claimed from one atomic word that
+// packs (generation, next index), and the caller waits for the *indices* to be done, not for the
+// workers: on a shared machine a descheduled worker that claimed nothing never delays a call (it
+// wakes later, finds the word belongs to another generation, and goes back to waiting).
 #define _GNU_SOURCE
 #include "CBanyanKernels.h"
 #include <pthread.h>
@@ -17,7 +20,8 @@
 #endif
 
 // How long an idle thread spins before blocking.
-#define SPIN_NANOS 200000L
+#define SPIN_NANOS 50000L
+#define CLOSED 0xFFFFFFFFu
 
 struct banyan_pool {
     int worker_count;
@@ -28,11 +32,11 @@ struct banyan_pool {
     _Atomic unsigned long generation;
     _Atomic int sleepers;       // workers blocked (or about to block) on work_cv
     _Atomic int caller_waiting; // caller blocked (or about to block) on done_cv
-    _Atomic int pending;        // workers that have not finished the current generation
-    _Atomic long next;          // next index to claim
+    _Atomic long done;          // indices of the current call finished
+    _Atomic unsigned long long claim; // (generation << 32) | next index; index CLOSED between calls
     _Atomic int busy;           // a call is in flight (other callers run serially)
     _Atomic int stop;
-    long count;
+    _Atomic long count;
     banyan_task_fn fn;
     void *context;
 };
@@ -45,15 +49,23 @@ static long now_nanos(void) {
     return ts.tv_sec * 1000000000L + ts.tv_nsec;
 }
 
-static void run_indices(banyan_pool *p) {
-    long count = p->count;
-    banyan_task_fn fn = p->fn;
-    void *ctx = p->context;
+// Claims and runs indices of generation `gen` until none is left. The fields read after a
+// successful claim are stable: the caller rewrites them only after closing the claim word, which
+// makes every stale compare-exchange fail.
+static void run_indices(banyan_pool *p, unsigned long gen) {
     in_task = 1;
     for (;;) {
-        long i = atomic_fetch_add_explicit(&p->next, 1, memory_order_relaxed);
-        if (i >= count) break;
-        fn(ctx, i);
+        unsigned long long cur = atomic_load(&p->claim);
+        if ((unsigned long)(cur >> 32) != (gen & 0xFFFFFFFFul)) break;
+        unsigned int i = (unsigned int)(cur & 0xFFFFFFFFu);
+        if (i == CLOSED || (long)i >= p->count) break;
+        if (!atomic_compare_exchange_weak(&p->claim, &cur, cur + 1)) continue;
+        p->fn(p->context, (long)i);
+        if (atomic_fetch_add(&p->done, 1) + 1 == p->count && atomic_load(&p->caller_waiting)) {
+            pthread_mutex_lock(&p->mutex);
+            pthread_cond_signal(&p->done_cv);
+            pthread_mutex_unlock(&p->mutex);
+        }
     }
     in_task = 0;
 }
@@ -80,12 +92,7 @@ static void *worker_main(void *arg) {
         }
         seen = gen;
         if (atomic_load(&p->stop)) return NULL;
-        run_indices(p);
-        if (atomic_fetch_sub(&p->pending, 1) == 1 && atomic_load(&p->caller_waiting)) {
-            pthread_mutex_lock(&p->mutex);
-            pthread_cond_signal(&p->done_cv);
-            pthread_mutex_unlock(&p->mutex);
-        }
+        run_indices(p, gen);
     }
 }
 
@@ -137,29 +144,32 @@ void banyan_pool_run(banyan_pool *p, long count, banyan_task_fn fn, void *contex
         in_task = outer;
         return;
     }
+    // The claim word is CLOSED since the last call, so no worker touches the fields being written.
+    unsigned long gen = atomic_load(&p->generation) + 1;
     p->count = count;
     p->fn = fn;
     p->context = context;
-    atomic_store(&p->next, 0);
-    atomic_store(&p->pending, p->worker_count);
+    atomic_store(&p->done, 0);
+    atomic_store(&p->claim, (unsigned long long)(gen & 0xFFFFFFFFul) << 32);
     publish(p); // seq_cst: the fields above are visible to a worker that sees the new generation
 
-    run_indices(p);
+    run_indices(p, gen);
 
-    if (atomic_load(&p->pending) > 0) {
+    if (atomic_load(&p->done) < count) {
         long start = now_nanos();
         int spins = 0;
-        while (atomic_load(&p->pending) > 0) {
+        while (atomic_load(&p->done) < count) {
             CPU_RELAX();
             if ((++spins & 63) == 0 && now_nanos() - start > SPIN_NANOS) break;
         }
-        if (atomic_load(&p->pending) > 0) {
+        if (atomic_load(&p->done) < count) {
             pthread_mutex_lock(&p->mutex);
             atomic_store(&p->caller_waiting, 1);
-            while (atomic_load(&p->pending) > 0) pthread_cond_wait(&p->done_cv, &p->mutex);
+            while (atomic_load(&p->done) < count) pthread_cond_wait(&p->done_cv, &p->mutex);
             atomic_store(&p->caller_waiting, 0);
             pthread_mutex_unlock(&p->mutex);
         }
     }
+    atomic_store(&p->claim, ((unsigned long long)(gen & 0xFFFFFFFFul) << 32) | CLOSED);
     atomic_store(&p->busy, 0);
 }
