@@ -48,7 +48,7 @@ let package = Package(
         .testTarget(name: "BanyanModelTests", dependencies: ["BanyanModel", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanEngineTests", dependencies: ["BanyanEngine", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanBenchTests", dependencies: ["BanyanBench", "BanyanTestSupport"], swiftSettings: strict),
-        .testTarget(name: "BanyanBatchTests", dependencies: ["BanyanBatch", "BanyanEngine", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanBatchTests", dependencies: ["BanyanBatch", "BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanCLITests", dependencies: ["BanyanTestSupport"], swiftSettings: strict),
     ]
 )

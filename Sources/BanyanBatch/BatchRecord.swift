@@ -15,7 +15,7 @@ struct RecordWriter {
 
     func failure(line: Int, customID: String?, code: String, message: String) -> String {
         JSON.object([
-            ("id", .string("batch_req_" + hex(fnv1a(customID ?? "line \(line)")))),
+            ("id", .string("batch_req_" + hex(fnv1a("line \(line)\u{0}" + (customID ?? ""))))),
             ("custom_id", customID.map { .string($0) } ?? .null),
             ("response", .null),
             ("error", .object([("code", .string(code)), ("message", .string(message)), ("line", .int(line))])),

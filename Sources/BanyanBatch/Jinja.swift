@@ -436,6 +436,8 @@ private struct JinjaParser {
             guard end != nil else { throw BatchError.template("line \(line): 'generation' is never closed") }
             try expectClose()
             return body
+        case "elif", "else", "endif", "endfor", "endgeneration":
+            throw BatchError.template("line \(line): unexpected '\(keyword)' (no open block it belongs to)")
         default:
             throw BatchError.template("line \(line): unsupported tag '\(keyword)' (supported: if, elif, else, for, set, break, continue)")
         }
