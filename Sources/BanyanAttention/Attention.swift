@@ -50,6 +50,8 @@ public enum Attention {
 
     /// `run` on an explicit kernel path (tests, benchmarks); `path` must be supported here.
     /// The AVX-512 and AVX2 kernels give the same bits; the portable one differs in rounding.
+    /// K/V are read in the pool's dtype and widened exactly to float32, so the arithmetic (and with it
+    /// hydragen == baseline and batch invariance) is the same for every KV dtype.
     public static func run(plan: AttentionPlan, q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                            kv: KVBlockPool, layer: Int, shape: AttentionShape,
                            scratch: AttentionScratch, threads: ThreadPool, path: KernelPath) {
@@ -65,6 +67,12 @@ public enum Attention {
         // Rows are independent, so when KV heads don't divide evenly over the threads the rows are
         // also cut into slices; which slice a row lands in changes no arithmetic.
         let kvHeads = shape.kvHeadCount, T = threads.threadCount
+        let dtype = kv.layout.dtype
+        let kvType: Int32 = switch dtype {
+        case .f32: Int32(BANYAN_W_F32)
+        case .f16: Int32(BANYAN_W_F16)
+        case .bf16: Int32(BANYAN_W_BF16)
+        }
         let sliceCount = kvHeads % T == 0 ? 1 : min(T, rows)
         threads.parallelFor(kvHeads * sliceCount) { item in
             let kvHead = item / sliceCount, slice = item % sliceCount
@@ -81,13 +89,22 @@ public enum Attention {
                     task.rows.withUnsafeBufferPointer { tr in
                         task.validCounts.withUnsafeBufferPointer { tv in
                             let kernel = path == .avx2 ? banyan_attention_block_avx2 : banyan_attention_block_avx512
-                            kernel(tr.baseAddress! + lo, tv.baseAddress! + lo, hi - lo, q, keys, values, out, m, l,
+                            kernel(tr.baseAddress! + lo, tv.baseAddress! + lo, hi - lo, q, keys, values, kvType, out, m, l,
                                    H, D, G, kvHead)
                         }
                     }
                 case .portable:
-                    BlockKernel.apply(task: task, slots: lo..<hi, keys: keys, values: values, q: q, out: out,
-                                      runningMax: m, runningSum: l, kvHead: kvHead, shape: shape)
+                    switch dtype {
+                    case .f32:
+                        BlockKernel.apply(Float.self, task: task, slots: lo..<hi, keys: keys, values: values, q: q, out: out,
+                                          runningMax: m, runningSum: l, kvHead: kvHead, shape: shape)
+                    case .bf16:
+                        BlockKernel.apply(BF16Element.self, task: task, slots: lo..<hi, keys: keys, values: values, q: q, out: out,
+                                          runningMax: m, runningSum: l, kvHead: kvHead, shape: shape)
+                    case .f16:
+                        BlockKernel.apply(Float16.self, task: task, slots: lo..<hi, keys: keys, values: values, q: q, out: out,
+                                          runningMax: m, runningSum: l, kvHead: kvHead, shape: shape)
+                    }
                 }
             }
             // Normalise this slice's query heads of this KV head.
@@ -114,6 +131,37 @@ public enum Attention {
     }
 }
 
+/// A stored K/V element type of the portable kernel: loads widen exactly to float32.
+protocol KVElement {
+    /// 16 elements from element `i` of `p`.
+    static func load16(_ p: UnsafeRawPointer, _ i: Int) -> SIMD16<Float>
+    static func load(_ p: UnsafeRawPointer, _ i: Int) -> Float
+}
+
+extension Float: KVElement {
+    @inline(__always) static func load16(_ p: UnsafeRawPointer, _ i: Int) -> SIMD16<Float> {
+        SIMD16<Float>(UnsafeBufferPointer(start: p.assumingMemoryBound(to: Float.self) + i, count: 16))
+    }
+    @inline(__always) static func load(_ p: UnsafeRawPointer, _ i: Int) -> Float { p.assumingMemoryBound(to: Float.self)[i] }
+}
+
+/// bf16 bits (`UInt16` storage): widening is a 16-bit left shift.
+enum BF16Element: KVElement {
+    @inline(__always) static func load16(_ p: UnsafeRawPointer, _ i: Int) -> SIMD16<Float> {
+        let h = SIMD16<UInt16>(UnsafeBufferPointer(start: p.assumingMemoryBound(to: UInt16.self) + i, count: 16))
+        return unsafeBitCast(SIMD16<UInt32>(truncatingIfNeeded: h) &<< 16, to: SIMD16<Float>.self)
+    }
+    @inline(__always) static func load(_ p: UnsafeRawPointer, _ i: Int) -> Float { bf16ToFloat(p.assumingMemoryBound(to: UInt16.self)[i]) }
+}
+
+extension Float16: KVElement {
+    @inline(__always) static func load16(_ p: UnsafeRawPointer, _ i: Int) -> SIMD16<Float> {
+        let h = SIMD16<UInt16>(UnsafeBufferPointer(start: p.assumingMemoryBound(to: UInt16.self) + i, count: 16))
+        return SIMD16<Float>(unsafeBitCast(h, to: SIMD16<Float16>.self))
+    }
+    @inline(__always) static func load(_ p: UnsafeRawPointer, _ i: Int) -> Float { f16ToFloat(p.assumingMemoryBound(to: UInt16.self)[i]) }
+}
+
 /// The portable (Swift SIMD) per-block partial softmax and LSE merge, for 32-token blocks; the C
 /// kernels in CBanyanKernels/attention_x86.c do the same with FMAs. Scores are one multiply-add
 /// chain over the head dimension per (query, key) pair, so a query's result never depends on which
@@ -125,7 +173,7 @@ enum BlockKernel {
 
     /// Queries of the task's rows `slots` (indices into `task.rows`) against one block.
     @inline(__always)
-    static func apply(task: AttentionPlan.Task, slots: Range<Int>, keys: UnsafePointer<Float>, values: UnsafePointer<Float>,
+    static func apply<E: KVElement>(_: E.Type, task: AttentionPlan.Task, slots: Range<Int>, keys: UnsafeRawPointer, values: UnsafeRawPointer,
                       q: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
                       runningMax: UnsafeMutablePointer<Float>, runningSum: UnsafeMutablePointer<Float>,
                       kvHead: Int, shape: AttentionShape) {
@@ -144,9 +192,7 @@ enum BlockKernel {
             let q0 = q + (h0.row * H + h0.head) * D, q1 = q + (h1.row * H + h1.head) * D
             let q2 = q + (h2.row * H + h2.head) * D, q3 = q + (h3.row * H + h3.head) * D
             for d in 0..<D {
-                let k = keys + d * blockTokens
-                let ka = SIMD16<Float>(UnsafeBufferPointer(start: k, count: 16))
-                let kb = SIMD16<Float>(UnsafeBufferPointer(start: k + 16, count: 16))
+                let ka = E.load16(keys, d * blockTokens), kb = E.load16(keys, d * blockTokens + 16)
                 let a0 = SIMD16<Float>(repeating: q0[d]), a1 = SIMD16<Float>(repeating: q1[d])
                 let a2 = SIMD16<Float>(repeating: q2[d]), a3 = SIMD16<Float>(repeating: q3[d])
                 s0.0 += a0 * ka; s0.1 += a0 * kb
@@ -154,18 +200,18 @@ enum BlockKernel {
                 s2.0 += a2 * ka; s2.1 += a2 * kb
                 s3.0 += a3 * ka; s3.1 += a3 * kb
             }
-            merge(s0, h0, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D)
-            if n > 1 { merge(s1, h1, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D) }
-            if n > 2 { merge(s2, h2, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D) }
-            if n > 3 { merge(s3, h3, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D) }
+            merge(E.self, s0, h0, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D)
+            if n > 1 { merge(E.self, s1, h1, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D) }
+            if n > 2 { merge(E.self, s2, h2, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D) }
+            if n > 3 { merge(E.self, s3, h3, values: values, out: out, runningMax: runningMax, runningSum: runningSum, H: H, D: D) }
             i += n
         }
     }
 
     /// Partial softmax of one query over the block's first `valid` keys, merged into its running state.
     @inline(__always)
-    static func merge(_ s: (SIMD16<Float>, SIMD16<Float>), _ at: (row: Int, head: Int, valid: Int),
-                      values: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+    static func merge<E: KVElement>(_: E.Type, _ s: (SIMD16<Float>, SIMD16<Float>), _ at: (row: Int, head: Int, valid: Int),
+                      values: UnsafeRawPointer, out: UnsafeMutablePointer<Float>,
                       runningMax: UnsafeMutablePointer<Float>, runningSum: UnsafeMutablePointer<Float>, H: Int, D: Int) {
         let lane = SIMD16<Int32>(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
         let valid = Int32(at.valid)
@@ -189,14 +235,14 @@ enum BlockKernel {
             while d + 16 <= D {
                 var acc = SIMD16<Float>(UnsafeBufferPointer(start: o + d, count: 16))
                 for j in 0..<at.valid {
-                    acc += p[j] * SIMD16<Float>(UnsafeBufferPointer(start: values + j * D + d, count: 16))
+                    acc += p[j] * E.load16(values, j * D + d)
                 }
                 for t in 0..<16 { o[d + t] = acc[t] }
                 d += 16
             }
             while d < D {
                 var acc = o[d]
-                for j in 0..<at.valid { acc += p[j] * values[j * D + d] }
+                for j in 0..<at.valid { acc += p[j] * E.load(values, j * D + d) }
                 o[d] = acc
                 d += 1
             }

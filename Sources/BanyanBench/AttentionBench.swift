@@ -65,8 +65,9 @@ public enum AttentionBench {
         func fill(_ s: SequenceID, fromBlock: Int) {
             for b in kv.blocks(s).dropFirst(fromBlock) {
                 for h in 0..<c.kvHeads {
-                    for p in [kv.pool.keys(b, layer: 0, kvHead: h), kv.pool.values(b, layer: 0, kvHead: h)] {
-                        for i in 0..<layout.tileFloatCount {
+                    for tile in [kv.pool.keys(b, layer: 0, kvHead: h), kv.pool.values(b, layer: 0, kvHead: h)] {
+                        let p = tile.assumingMemoryBound(to: Float.self)  // float32 layout
+                        for i in 0..<layout.tileElementCount {
                             rng = rng &* 6364136223846793005 &+ 1442695040888963407
                             p[i] = Float(Int64(bitPattern: rng) >> 40) / Float(1 << 23)  // uniform in [-1, 1)
                         }

@@ -29,7 +29,15 @@ public struct EngineOptions: Sendable {
     public var precision: Precision? = nil
     /// Most rows in one prefill step (longer prompts are prefilled in chunks).
     public var prefillChunk: Int = 256
+    /// Element type of the KV cache; nil picks `defaultKVDType(precision:)` for the model's precision.
+    public var kvDType: DType? = nil
     public init() {}
+
+    /// f32 under `exact` precision (conformance with transformers at 1e-4 needs unrounded K/V), bf16
+    /// under `fast` (half the KV memory and bandwidth; K/V rounded with relative error ≤ 2⁻⁹).
+    public static func defaultKVDType(precision: Precision) -> DType {
+        precision == .fast ? .bf16 : .f32
+    }
 }
 
 /// Why a completion ended.
@@ -101,7 +109,8 @@ public final class Engine: @unchecked Sendable {
         self.options = options
         if let p = options.precision { model.precision = p }
         let c = model.config
-        let layout = KVLayout(layerCount: c.layerCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim)
+        let layout = KVLayout(layerCount: c.layerCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim,
+                              dtype: options.kvDType ?? EngineOptions.defaultKVDType(precision: model.precision))
         kv = KVCache(pool: try KVBlockPool(layout: layout, budgetBytes: options.maxKVBytes))
         buffers = StepBuffers(config: c)
     }

@@ -14,23 +14,26 @@ public struct BlockID: Hashable, Sendable, Comparable {
 
 /// Shape of one KV block: `blockTokenCount` consecutive positions of one sequence, for every layer.
 /// Per layer and KV head, keys are stored transposed `[headDim, blockTokenCount]` (so a query's scores
-/// against the block are one vector FMA per head dimension) and values `[blockTokenCount, headDim]`.
+/// against the block are one vector FMA per head dimension) and values `[blockTokenCount, headDim]`,
+/// as `dtype` elements (K/V are computed in float32 and rounded to nearest even when stored).
 public struct KVLayout: Sendable, Equatable {
     public let layerCount: Int
     public let kvHeadCount: Int
     public let headDim: Int
     public let blockTokenCount: Int
+    public let dtype: DType
 
-    public init(layerCount: Int, kvHeadCount: Int, headDim: Int, blockTokenCount: Int = 32) {
+    public init(layerCount: Int, kvHeadCount: Int, headDim: Int, blockTokenCount: Int = 32, dtype: DType = .f32) {
         self.layerCount = layerCount; self.kvHeadCount = kvHeadCount
-        self.headDim = headDim; self.blockTokenCount = blockTokenCount
+        self.headDim = headDim; self.blockTokenCount = blockTokenCount; self.dtype = dtype
     }
-    /// Floats in one head's K (or V) tile of a block.
-    public var tileFloatCount: Int { headDim * blockTokenCount }
-    public var blockFloatCount: Int { layerCount * 2 * kvHeadCount * tileFloatCount }
-    public var blockByteCount: Int { blockFloatCount * MemoryLayout<Float>.size }
+    /// Elements in one head's K (or V) tile of a block.
+    public var tileElementCount: Int { headDim * blockTokenCount }
+    public var tileByteCount: Int { tileElementCount * dtype.byteCount }
+    public var blockElementCount: Int { layerCount * 2 * kvHeadCount * tileElementCount }
+    public var blockByteCount: Int { blockElementCount * dtype.byteCount }
     /// KV bytes one token occupies (all layers, K and V).
-    public var bytesPerToken: Int { layerCount * 2 * kvHeadCount * headDim * MemoryLayout<Float>.size }
+    public var bytesPerToken: Int { layerCount * 2 * kvHeadCount * headDim * dtype.byteCount }
 }
 
 /// Errors of the KV cache; the budget one tells the caller how much was needed.
@@ -55,7 +58,7 @@ public final class KVBlockPool: @unchecked Sendable {
     public let layout: KVLayout
     public let capacity: Int
     public let budgetBytes: Int
-    private let storage: UnsafeMutablePointer<Float>
+    private let storage: UnsafeMutableRawPointer
     private var refCounts: [Int32]
     private var freeList: [Int32]
     /// Blocks in use now, and the most ever in use at once (for `usage.kv_bytes`).
@@ -73,7 +76,13 @@ public final class KVBlockPool: @unchecked Sendable {
         guard let p = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
             throw KVError.invalidBudget(budgetBytes, blockBytes: layout.blockByteCount)
         }
-        storage = p.bindMemory(to: Float.self, capacity: cap * layout.blockFloatCount)
+        // Bound once to the element type, so `keys`/`values` callers may assume it.
+        if layout.dtype == .f32 {
+            p.bindMemory(to: Float.self, capacity: cap * layout.blockElementCount)
+        } else {
+            p.bindMemory(to: UInt16.self, capacity: cap * layout.blockElementCount)
+        }
+        storage = p
         refCounts = Array(repeating: 0, count: cap)
         // Pop from the end: hand out low block ids first so touched pages stay compact.
         freeList = (0..<Int32(cap)).reversed()
@@ -119,21 +128,59 @@ public final class KVBlockPool: @unchecked Sendable {
 
     public func refCount(_ b: BlockID) -> Int { Int(refCounts[Int(b.raw)]) }
 
-    /// Keys of one layer and KV head in block `b`: `[headDim, blockTokenCount]`.
+    /// Keys of one layer and KV head in block `b`: `[headDim, blockTokenCount]` of `layout.dtype`.
     @inline(__always)
-    public func keys(_ b: BlockID, layer: Int, kvHead: Int) -> UnsafeMutablePointer<Float> {
-        storage + Int(b.raw) * layout.blockFloatCount + ((layer * 2) * layout.kvHeadCount + kvHead) * layout.tileFloatCount
+    public func keys(_ b: BlockID, layer: Int, kvHead: Int) -> UnsafeMutableRawPointer {
+        storage + Int(b.raw) * layout.blockByteCount + ((layer * 2) * layout.kvHeadCount + kvHead) * layout.tileByteCount
     }
 
-    /// Values of one layer and KV head in block `b`: `[blockTokenCount, headDim]`.
+    /// Values of one layer and KV head in block `b`: `[blockTokenCount, headDim]` of `layout.dtype`.
     @inline(__always)
-    public func values(_ b: BlockID, layer: Int, kvHead: Int) -> UnsafeMutablePointer<Float> {
-        storage + Int(b.raw) * layout.blockFloatCount + ((layer * 2 + 1) * layout.kvHeadCount + kvHead) * layout.tileFloatCount
+    public func values(_ b: BlockID, layer: Int, kvHead: Int) -> UnsafeMutableRawPointer {
+        storage + Int(b.raw) * layout.blockByteCount + ((layer * 2 + 1) * layout.kvHeadCount + kvHead) * layout.tileByteCount
+    }
+
+    /// Stores one token's K and V (float32 `[headDim]` each) at `slot` of block `b`, rounded to
+    /// `layout.dtype` (nearest even). K goes in transposed, so its elements are `blockTokenCount` apart.
+    @inline(__always)
+    public func store(key: UnsafePointer<Float>, value: UnsafePointer<Float>, block b: BlockID, slot: Int, layer: Int, kvHead: Int) {
+        let D = layout.headDim, C = layout.blockTokenCount
+        let kt = keys(b, layer: layer, kvHead: kvHead), vt = values(b, layer: layer, kvHead: kvHead)
+        switch layout.dtype {
+        case .f32:
+            let k = kt.assumingMemoryBound(to: Float.self), v = vt.assumingMemoryBound(to: Float.self) + slot * D
+            for d in 0..<D { k[d * C + slot] = key[d] }
+            v.update(from: value, count: D)
+        case .bf16:
+            let k = kt.assumingMemoryBound(to: UInt16.self), v = vt.assumingMemoryBound(to: UInt16.self) + slot * D
+            for d in 0..<D { k[d * C + slot] = floatToBF16(key[d]); v[d] = floatToBF16(value[d]) }
+        case .f16:
+            let k = kt.assumingMemoryBound(to: UInt16.self), v = vt.assumingMemoryBound(to: UInt16.self) + slot * D
+            for d in 0..<D { k[d * C + slot] = floatToF16(key[d]); v[d] = floatToF16(value[d]) }
+        }
+    }
+
+    /// The stored key element `d` of `slot`, widened to float32 (references and tests; not for hot loops).
+    public func storedKey(_ b: BlockID, layer: Int, kvHead: Int, slot: Int, dim d: Int) -> Float {
+        element(keys(b, layer: layer, kvHead: kvHead), d * layout.blockTokenCount + slot)
+    }
+
+    /// The stored value element `d` of `slot`, widened to float32.
+    public func storedValue(_ b: BlockID, layer: Int, kvHead: Int, slot: Int, dim d: Int) -> Float {
+        element(values(b, layer: layer, kvHead: kvHead), slot * layout.headDim + d)
+    }
+
+    private func element(_ tile: UnsafeMutableRawPointer, _ i: Int) -> Float {
+        switch layout.dtype {
+        case .f32: tile.assumingMemoryBound(to: Float.self)[i]
+        case .bf16: bf16ToFloat(tile.assumingMemoryBound(to: UInt16.self)[i])
+        case .f16: f16ToFloat(tile.assumingMemoryBound(to: UInt16.self)[i])
+        }
     }
 
     /// Copies every layer's K and V of `source` into `destination` (copy-on-fork of a partial block).
     public func copy(_ source: BlockID, to destination: BlockID) {
-        let n = layout.blockFloatCount
-        (storage + Int(destination.raw) * n).update(from: storage + Int(source.raw) * n, count: n)
+        let n = layout.blockByteCount
+        (storage + Int(destination.raw) * n).copyMemory(from: storage + Int(source.raw) * n, byteCount: n)
     }
 }

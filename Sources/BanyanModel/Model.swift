@@ -186,14 +186,13 @@ extension Model {
                 let cs = b.cosines + r * half, sn = b.sines + r * half
                 for h in 0..<H { Elementwise.rotateHalf(b.q + (r * H + h) * D, cos: cs, sin: sn, half: half, scale: queryScale) }
                 for h in 0..<KVH { Elementwise.rotateHalf(b.k + (r * KVH + h) * D, cos: cs, sin: sn, half: half, scale: 1) }
-                // K goes in transposed ([headDim, blockTokens]) so scores are vector FMAs over the block.
+                // K goes in transposed ([headDim, blockTokens]) so scores are vector FMAs over the block;
+                // both are rounded to the KV dtype here (attention reads back exactly what is stored).
                 let row = input.rows[r]
                 let block = row.blocks[row.position / C], slot = row.position % C
                 for h in 0..<KVH {
-                    let kt = kv.keys(block, layer: l, kvHead: h), vt = kv.values(block, layer: l, kvHead: h)
-                    let ks = b.k + (r * KVH + h) * D, vs = b.v + (r * KVH + h) * D
-                    for d in 0..<D { kt[d * C + slot] = ks[d] }
-                    (vt + slot * D).update(from: vs, count: D)
+                    kv.store(key: b.k + (r * KVH + h) * D, value: b.v + (r * KVH + h) * D,
+                             block: block, slot: slot, layer: l, kvHead: h)
                 }
             }
             Attention.run(plan: plan, q: b.q, out: b.attn, kv: kv, layer: l, shape: shape,

@@ -11,6 +11,10 @@
 //   newMax = max(m, blockMax), alpha = exp(m - newMax), beta = exp(blockMax - newMax)
 //   l = l*alpha + blockSum*beta;  O = O*alpha, then O = fma(p[j]*beta, V[j], O) for j < valid
 // The AVX2 path uses the same sums in the same order, so both paths give the same bits.
+//
+// K and V are stored as float32, bf16 or f16 (`kvtype`, BANYAN_W_*) and widened to float32 in
+// registers as they are loaded (bf16: zero-extend and shift left 16; f16: vcvtph2ps), both exact:
+// all the arithmetic above is float32 on the widened values, whatever the storage type.
 #include "CBanyanKernels.h"
 #include <stdlib.h>
 #include <string.h>
@@ -23,7 +27,7 @@
 
 #define INLINE static inline __attribute__((always_inline))
 #define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
-#define T256 __attribute__((target("avx2,fma")))
+#define T256 __attribute__((target("avx2,fma,f16c")))
 
 enum { BLOCK = 32 };
 
@@ -61,15 +65,23 @@ T512 INLINE float sum16(__m512 v) {
     return _mm_cvtss_f32(s1);
 }
 
+// 16 elements of a K/V tile starting at element i, widened to float32; lanes outside `m` are 0.
+T512 INLINE __m512 load512(const int KT, const void *p, long i, __mmask16 m) {
+    if (KT == BANYAN_W_F32) return _mm512_maskz_loadu_ps(m, (const float *)p + i);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)p + i);
+    if (KT == BANYAN_W_BF16) return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+    return _mm512_cvtph_ps(h);
+}
+
 T512 INLINE __mmask16 lanes_below(long n) {
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
 }
 
 // O[i][d0..d0+16*C) for the NQ queries: O*alpha, then the unmasked FMA chain for j < vmin
 // and a per-query merge-masked one for vmin <= j < vmax (skipped lanes keep their bits).
-T512 INLINE void pv512(const int NQ, const int C, float *const *op, const float *alpha,
+T512 INLINE void pv512(const int KT, const int NQ, const int C, float *const *op, const float *alpha,
                        const float (*p)[BLOCK], const int *valid, int vmin, int vmax,
-                       const float *values, long D, long d0, __mmask16 tail) {
+                       const void *values, long D, long d0, __mmask16 tail) {
     __m512 acc[8][2];
     for (int i = 0; i < NQ; i++)
         for (int c = 0; c < C; c++) {
@@ -79,7 +91,7 @@ T512 INLINE void pv512(const int NQ, const int C, float *const *op, const float 
     for (int j = 0; j < vmin; j++) {
         __m512 v[2];
         for (int c = 0; c < C; c++)
-            v[c] = _mm512_maskz_loadu_ps(c == C - 1 ? tail : (__mmask16)0xFFFF, values + j * D + d0 + 16 * c);
+            v[c] = load512(KT, values, j * D + d0 + 16 * c, c == C - 1 ? tail : (__mmask16)0xFFFF);
         for (int i = 0; i < NQ; i++) {
             __m512 pj = _mm512_set1_ps(p[i][j]);
             for (int c = 0; c < C; c++) acc[i][c] = _mm512_fmadd_ps(pj, v[c], acc[i][c]);
@@ -88,7 +100,7 @@ T512 INLINE void pv512(const int NQ, const int C, float *const *op, const float 
     for (int j = vmin; j < vmax; j++) {
         __m512 v[2];
         for (int c = 0; c < C; c++)
-            v[c] = _mm512_maskz_loadu_ps(c == C - 1 ? tail : (__mmask16)0xFFFF, values + j * D + d0 + 16 * c);
+            v[c] = load512(KT, values, j * D + d0 + 16 * c, c == C - 1 ? tail : (__mmask16)0xFFFF);
         for (int i = 0; i < NQ; i++) {
             __m512 pj = _mm512_set1_ps(p[i][j]);
             __mmask16 live = j < valid[i] ? (__mmask16)0xFFFF : (__mmask16)0;
@@ -102,8 +114,8 @@ T512 INLINE void pv512(const int NQ, const int C, float *const *op, const float 
 
 // One group of NQ queries against one block. qp/op: the queries' q and out rows; at: their
 // (row, head) index into runningMax/Sum.
-T512 INLINE void group512(const int NQ, const float *const *qp, float *const *op, const long *at,
-                          const int *valid, const float *keys, const float *values,
+T512 INLINE void group512(const int KT, const int NQ, const float *const *qp, float *const *op, const long *at,
+                          const int *valid, const void *keys, const void *values,
                           float *runningMax, float *runningSum, long D) {
     // The queries' q rows side by side: in MHA they are whole rows (headCount·headDim floats)
     // apart, and 8 streams with a 4 KiB-multiple stride thrash one L1 set.
@@ -112,7 +124,7 @@ T512 INLINE void group512(const int NQ, const float *const *qp, float *const *op
     __m512 sa[8], sb[8];
     for (int i = 0; i < NQ; i++) sa[i] = sb[i] = _mm512_setzero_ps();
     for (long d = 0; d < D; d++) {
-        __m512 ka = _mm512_loadu_ps(keys + d * BLOCK), kb = _mm512_loadu_ps(keys + d * BLOCK + 16);
+        __m512 ka = load512(KT, keys, d * BLOCK, 0xFFFF), kb = load512(KT, keys, d * BLOCK + 16, 0xFFFF);
         for (int i = 0; i < NQ; i++) {
             __m512 a = _mm512_set1_ps(qb[i][d]);
             sa[i] = _mm512_fmadd_ps(a, ka, sa[i]);
@@ -151,26 +163,22 @@ T512 INLINE void group512(const int NQ, const float *const *qp, float *const *op
         _mm512_store_ps(p[i] + 16, _mm512_mul_ps(_mm512_load_ps(p[i] + 16), vb));
     }
     long d = 0;
-    for (; d + 32 <= D; d += 32) pv512(NQ, 2, op, scale, p, valid, vmin, vmax, values, D, d, 0xFFFF);
-    for (; d < D; d += 16) pv512(NQ, 1, op, scale, p, valid, vmin, vmax, values, D, d, lanes_below(D - d));
+    for (; d + 32 <= D; d += 32) pv512(KT, NQ, 2, op, scale, p, valid, vmin, vmax, values, D, d, 0xFFFF);
+    for (; d < D; d += 16) pv512(KT, NQ, 1, op, scale, p, valid, vmin, vmax, values, D, d, lanes_below(D - d));
 }
 
-T512 static void group512_8(const float *const *qp, float *const *op, const long *at, const int *valid,
-                            const float *k, const float *v, float *m, float *l, long D) {
-    group512(8, qp, op, at, valid, k, v, m, l, D);
-}
-T512 static void group512_4(const float *const *qp, float *const *op, const long *at, const int *valid,
-                            const float *k, const float *v, float *m, float *l, long D) {
-    group512(4, qp, op, at, valid, k, v, m, l, D);
-}
-T512 static void group512_2(const float *const *qp, float *const *op, const long *at, const int *valid,
-                            const float *k, const float *v, float *m, float *l, long D) {
-    group512(2, qp, op, at, valid, k, v, m, l, D);
-}
-T512 static void group512_1(const float *const *qp, float *const *op, const long *at, const int *valid,
-                            const float *k, const float *v, float *m, float *l, long D) {
-    group512(1, qp, op, at, valid, k, v, m, l, D);
-}
+// One function per (storage type, group width), so both are constants inside.
+#define GROUP512(KT, NQ, NAME)                                                                       \
+    T512 static void NAME(const float *const *qp, float *const *op, const long *at, const int *valid, \
+                          const void *k, const void *v, float *m, float *l, long D) {                \
+        group512(KT, NQ, qp, op, at, valid, k, v, m, l, D);                                           \
+    }
+GROUP512(BANYAN_W_F32, 8, group512_f32_8)  GROUP512(BANYAN_W_F32, 4, group512_f32_4)
+GROUP512(BANYAN_W_F32, 2, group512_f32_2)  GROUP512(BANYAN_W_F32, 1, group512_f32_1)
+GROUP512(BANYAN_W_BF16, 8, group512_bf16_8) GROUP512(BANYAN_W_BF16, 4, group512_bf16_4)
+GROUP512(BANYAN_W_BF16, 2, group512_bf16_2) GROUP512(BANYAN_W_BF16, 1, group512_bf16_1)
+GROUP512(BANYAN_W_F16, 8, group512_f16_8)  GROUP512(BANYAN_W_F16, 4, group512_f16_4)
+GROUP512(BANYAN_W_F16, 2, group512_f16_2)  GROUP512(BANYAN_W_F16, 1, group512_f16_1)
 
 // ================================ AVX2 ======================================================
 
@@ -213,10 +221,29 @@ T256 INLINE __m256i lanes_below8(long n) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// 8 elements of a K/V tile starting at element i, widened to float32. n < 8 loads only the first
+// n (the rest 0); 16-bit types have no masked load in AVX2, so they go through a zeroed copy.
+T256 INLINE __m256 load256(const int KT, const void *p, long i, long n) {
+    if (KT == BANYAN_W_F32) {
+        if (n >= 8) return _mm256_loadu_ps((const float *)p + i);
+        return _mm256_maskload_ps((const float *)p + i, lanes_below8(n));
+    }
+    __m128i h;
+    if (n >= 8) {
+        h = _mm_loadu_si128((const __m128i *)((const uint16_t *)p + i));
+    } else {
+        uint16_t t[8] = {0};
+        memcpy(t, (const uint16_t *)p + i, (size_t)(n > 0 ? n : 0) * sizeof(uint16_t));
+        h = _mm_loadu_si128((const __m128i *)t);
+    }
+    if (KT == BANYAN_W_BF16) return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+    return _mm256_cvtph_ps(h);
+}
+
 // pv512 with 8-float chunks (C per pass, the last masked by `tail`); a query skips j >= its valid.
-T256 INLINE void pv256(const int NQ, const int C, float *const *op, const float *alpha,
+T256 INLINE void pv256(const int KT, const int NQ, const int C, float *const *op, const float *alpha,
                        const float (*p)[BLOCK], const int *valid, int vmax,
-                       const float *values, long D, long d0, __m256i tail) {
+                       const void *values, long D, long d0, __m256i tail, long tailCount) {
     __m256i full = _mm256_set1_epi32(-1);
     __m256 acc[2][4];
     for (int i = 0; i < NQ; i++)
@@ -226,7 +253,7 @@ T256 INLINE void pv256(const int NQ, const int C, float *const *op, const float 
         }
     for (int j = 0; j < vmax; j++) {
         __m256 v[4];
-        for (int c = 0; c < C; c++) v[c] = _mm256_maskload_ps(values + j * D + d0 + 8 * c, c == C - 1 ? tail : full);
+        for (int c = 0; c < C; c++) v[c] = load256(KT, values, j * D + d0 + 8 * c, c == C - 1 ? tailCount : 8);
         for (int i = 0; i < NQ; i++) {
             if (j >= valid[i]) continue;  // skipped, not multiplied by 0: the bits stay as alone
             __m256 pj = _mm256_set1_ps(p[i][j]);
@@ -237,8 +264,8 @@ T256 INLINE void pv256(const int NQ, const int C, float *const *op, const float 
         for (int c = 0; c < C; c++) _mm256_maskstore_ps(op[i] + d0 + 8 * c, c == C - 1 ? tail : full, acc[i][c]);
 }
 
-T256 INLINE void group256(const int NQ, const float *const *qp, float *const *op, const long *at,
-                          const int *valid, const float *keys, const float *values,
+T256 INLINE void group256(const int KT, const int NQ, const float *const *qp, float *const *op, const long *at,
+                          const int *valid, const void *keys, const void *values,
                           float *runningMax, float *runningSum, long D) {
     float qb[NQ][D];  // as in group512
     for (int i = 0; i < NQ; i++) memcpy(qb[i], qp[i], (size_t)D * sizeof(float));
@@ -247,7 +274,7 @@ T256 INLINE void group256(const int NQ, const float *const *qp, float *const *op
         for (int c = 0; c < 4; c++) s[i][c] = _mm256_setzero_ps();
     for (long d = 0; d < D; d++) {
         __m256 k[4];
-        for (int c = 0; c < 4; c++) k[c] = _mm256_loadu_ps(keys + d * BLOCK + 8 * c);
+        for (int c = 0; c < 4; c++) k[c] = load256(KT, keys, d * BLOCK + 8 * c, 8);
         for (int i = 0; i < NQ; i++) {
             __m256 a = _mm256_set1_ps(qb[i][d]);
             for (int c = 0; c < 4; c++) s[i][c] = _mm256_fmadd_ps(a, k[c], s[i][c]);
@@ -287,29 +314,29 @@ T256 INLINE void group256(const int NQ, const float *const *qp, float *const *op
     }
     __m256i full = _mm256_set1_epi32(-1);
     long d = 0;
-    for (; d + 32 <= D; d += 32) pv256(NQ, 4, op, scale, p, valid, vmax, values, D, d, full);
-    for (; d < D; d += 8) pv256(NQ, 1, op, scale, p, valid, vmax, values, D, d, lanes_below8(D - d));
+    for (; d + 32 <= D; d += 32) pv256(KT, NQ, 4, op, scale, p, valid, vmax, values, D, d, full, 8);
+    for (; d < D; d += 8) pv256(KT, NQ, 1, op, scale, p, valid, vmax, values, D, d, lanes_below8(D - d), D - d);
 }
 
-T256 static void group256_2(const float *const *qp, float *const *op, const long *at, const int *valid,
-                            const float *k, const float *v, float *m, float *l, long D) {
-    group256(2, qp, op, at, valid, k, v, m, l, D);
-}
-T256 static void group256_1(const float *const *qp, float *const *op, const long *at, const int *valid,
-                            const float *k, const float *v, float *m, float *l, long D) {
-    group256(1, qp, op, at, valid, k, v, m, l, D);
-}
+#define GROUP256(KT, NQ, NAME)                                                                       \
+    T256 static void NAME(const float *const *qp, float *const *op, const long *at, const int *valid, \
+                          const void *k, const void *v, float *m, float *l, long D) {                \
+        group256(KT, NQ, qp, op, at, valid, k, v, m, l, D);                                           \
+    }
+GROUP256(BANYAN_W_F32, 2, group256_f32_2)   GROUP256(BANYAN_W_F32, 1, group256_f32_1)
+GROUP256(BANYAN_W_BF16, 2, group256_bf16_2) GROUP256(BANYAN_W_BF16, 1, group256_bf16_1)
+GROUP256(BANYAN_W_F16, 2, group256_f16_2)   GROUP256(BANYAN_W_F16, 1, group256_f16_1)
 
 // ================================ Driver ====================================================
 
 typedef void (*group_fn)(const float *const *, float *const *, const long *, const int *,
-                         const float *, const float *, float *, float *, long);
+                         const void *, const void *, float *, float *, long);
 
 // Flattened query f = task row (f / G), query head kvHead*G + f % G; groups of the largest
 // width in `widths` that fits what is left.
 static void drive(const group_fn *fns, const int *widths, const int32_t *rows,
-                  const int32_t *validCounts, long rowCount, const float *q, const float *keys,
-                  const float *values, float *out, float *runningMax, float *runningSum, long H,
+                  const int32_t *validCounts, long rowCount, const float *q, const void *keys,
+                  const void *values, float *out, float *runningMax, float *runningSum, long H,
                   long D, long G, long kvHead) {
     long total = rowCount * G;
     for (long f = 0; f < total;) {
@@ -333,32 +360,38 @@ static void drive(const group_fn *fns, const int *widths, const int32_t *rows,
 }
 
 void banyan_attention_block_avx512(const int32_t *rows, const int32_t *validCounts, long rowCount,
-                                   const float *q, const float *keys, const float *values,
+                                   const float *q, const void *keys, const void *values, int kvtype,
                                    float *out, float *runningMax, float *runningSum,
                                    long headCount, long headDim, long groupSize, long kvHead) {
-    static const group_fn fns[] = {group512_8, group512_4, group512_2, group512_1};
+    static const group_fn f32[] = {group512_f32_8, group512_f32_4, group512_f32_2, group512_f32_1};
+    static const group_fn bf16[] = {group512_bf16_8, group512_bf16_4, group512_bf16_2, group512_bf16_1};
+    static const group_fn f16[] = {group512_f16_8, group512_f16_4, group512_f16_2, group512_f16_1};
     static const int widths[] = {8, 4, 2, 1};
+    const group_fn *fns = kvtype == BANYAN_W_BF16 ? bf16 : kvtype == BANYAN_W_F16 ? f16 : f32;
     drive(fns, widths, rows, validCounts, rowCount, q, keys, values, out, runningMax, runningSum,
           headCount, headDim, groupSize, kvHead);
 }
 
 void banyan_attention_block_avx2(const int32_t *rows, const int32_t *validCounts, long rowCount,
-                                 const float *q, const float *keys, const float *values,
+                                 const float *q, const void *keys, const void *values, int kvtype,
                                  float *out, float *runningMax, float *runningSum,
                                  long headCount, long headDim, long groupSize, long kvHead) {
-    static const group_fn fns[] = {group256_2, group256_1};
+    static const group_fn f32[] = {group256_f32_2, group256_f32_1};
+    static const group_fn bf16[] = {group256_bf16_2, group256_bf16_1};
+    static const group_fn f16[] = {group256_f16_2, group256_f16_1};
     static const int widths[] = {2, 1};
+    const group_fn *fns = kvtype == BANYAN_W_BF16 ? bf16 : kvtype == BANYAN_W_F16 ? f16 : f32;
     drive(fns, widths, rows, validCounts, rowCount, q, keys, values, out, runningMax, runningSum,
           headCount, headDim, groupSize, kvHead);
 }
 
 #else // !__x86_64__: never selected (Swift checks the feature bits), defined for linking.
 void banyan_attention_block_avx512(const int32_t *rows, const int32_t *validCounts, long rowCount,
-                                   const float *q, const float *keys, const float *values,
+                                   const float *q, const void *keys, const void *values, int kvtype,
                                    float *out, float *runningMax, float *runningSum,
                                    long headCount, long headDim, long groupSize, long kvHead) { abort(); }
 void banyan_attention_block_avx2(const int32_t *rows, const int32_t *validCounts, long rowCount,
-                                 const float *q, const float *keys, const float *values,
+                                 const float *q, const void *keys, const void *values, int kvtype,
                                  float *out, float *runningMax, float *runningSum,
                                  long headCount, long headDim, long groupSize, long kvHead) { abort(); }
 #endif

@@ -16,6 +16,7 @@ struct Banyan: ParsableCommand {
 
 extension AttentionMode: ExpressibleByArgument {}
 extension Precision: ExpressibleByArgument {}
+extension DType: ExpressibleByArgument {}
 
 /// Flags every model-running command shares.
 struct ModelOptions: ParsableArguments {
@@ -37,6 +38,9 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Linear-layer activations: exact (float32, the default) or fast (rounded to bf16 inside products with bf16 weights, on CPUs with AVX512_BF16).")
     var precision: Precision?
 
+    @Option(help: "KV cache element type: f32, bf16 or f16 (default: f32 under --precision exact, bf16 under fast).")
+    var kvDtype: DType?
+
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
         if let b = maxKVBytes, b <= 0 { throw ValidationError("--max-kv-bytes must be positive, got \(b)") }
@@ -56,6 +60,7 @@ struct ModelOptions: ParsableArguments {
         options.threadCount = threads
         options.attention = attention
         options.precision = precision
+        options.kvDType = kvDtype
         if let b = maxKVBytes { options.maxKVBytes = b }
         return try Engine(model: model, tokenizer: tok, threads: pool, options: options)
     }
@@ -155,6 +160,7 @@ struct Generate: ParsableCommand {
                 ("timing", .object([("prefill_s", .double(result.prefillSeconds)), ("decode_s", .double(result.decodeSeconds)),
                                     ("decode_tokens_per_s", .double(tokensPerSecond))])),
                 ("attention", .string(options.attention.rawValue)),
+                ("kv_dtype", .string(engine.kv.layout.dtype.rawValue)),
             ])
             print(out.rendered)
         } else {
@@ -221,6 +227,7 @@ struct Info: ParsableCommand {
         let model = try Model.load(options.model, threads: pool)
         if let p = options.precision { model.precision = p }
         let c = model.config
+        let kvDType = options.kvDtype ?? EngineOptions.defaultKVDType(precision: model.precision)
         let fields: [(String, JSON)] = [
             ("model", .string(model.name)), ("architecture", .string(c.architecture.rawValue)),
             ("dtype", .string(model.weights.dtype.rawValue)),
@@ -228,7 +235,7 @@ struct Info: ParsableCommand {
             ("kv_heads", .int(c.kvHeadCount)), ("head_dim", .int(c.headDim)), ("intermediate_size", .int(c.intermediateSize)),
             ("vocab_size", .int(c.vocabularySize)), ("context", .int(c.maxPositionCount)),
             ("parameters", .int(c.parameterCount)), ("weight_bytes", .int(model.weights.byteCount)),
-            ("kv_bytes_per_token", .int(c.kvBytesPerToken(dtype: .f32))),
+            ("kv_dtype", .string(kvDType.rawValue)), ("kv_bytes_per_token", .int(c.kvBytesPerToken(dtype: kvDType))),
             ("kernels", .string(KernelDispatch.description)), ("threads", .int(pool.threadCount)),
             ("precision", .string(model.precision.rawValue)), ("bf16_products", .bool(model.usesBF16Products)),
         ]

@@ -30,45 +30,51 @@ struct RandomTree {
         leaves = frontier
     }
 
-    /// Appends `count` positions of random K/V (all layers, all heads) to `s`.
+    /// Appends `count` positions of random K/V (all layers, all heads) to `s`, stored (rounded) in the
+    /// layout's dtype as `Model.forward` stores them.
     static func fill(_ cache: KVCache, _ s: SequenceID, count: Int, rng: inout SeededRNG) throws {
         let start = try cache.append(s, count: count)
         let L = cache.layout, C = L.blockTokenCount
         let blocks = cache.blocks(s)
+        var k = [Float](repeating: 0, count: L.headDim), v = k
         for p in start..<(start + count) {
             for layer in 0..<L.layerCount {
                 for h in 0..<L.kvHeadCount {
-                    let k = cache.pool.keys(blocks[p / C], layer: layer, kvHead: h)
-                    let v = cache.pool.values(blocks[p / C], layer: layer, kvHead: h)
                     for d in 0..<L.headDim {
-                        k[d * C + p % C] = rng.float()
-                        v[(p % C) * L.headDim + d] = rng.float()
+                        k[d] = rng.float()
+                        v[d] = rng.float()
                     }
+                    cache.pool.store(key: k, value: v, block: blocks[p / C], slot: p % C, layer: layer, kvHead: h)
                 }
             }
         }
     }
 }
 
-/// Plain attention in Double over a row's whole path: the slow, obvious reference.
+/// Plain attention in Double over a row's whole path: the slow, obvious reference. It reads the K/V
+/// values as stored (rounded to the cache's dtype), so it checks the kernels, not the rounding.
 func referenceAttention(cache: KVCache, row: AttentionRow, q: UnsafePointer<Float>, shape: AttentionShape, layer: Int) -> [Double] {
     let C = cache.layout.blockTokenCount, D = shape.headDim, G = shape.groupSize
+    let pool = cache.pool
     var out = [Double](repeating: 0, count: shape.headCount * D)
     for h in 0..<shape.headCount {
         let kvh = h / G
         var scores = [Double](repeating: 0, count: row.position + 1)
         for j in 0...row.position {
-            let k = cache.pool.keys(row.blocks[j / C], layer: layer, kvHead: kvh)
             var s = 0.0
-            for d in 0..<D { s += Double(q[h * D + d]) * Double(k[d * C + j % C]) }
+            for d in 0..<D {
+                s += Double(q[h * D + d]) * Double(pool.storedKey(row.blocks[j / C], layer: layer, kvHead: kvh, slot: j % C, dim: d))
+            }
             scores[j] = s
         }
         let m = scores.max()!
         let w = scores.map { exp($0 - m) }
         let total = w.reduce(0, +)
         for j in 0...row.position {
-            let v = cache.pool.values(row.blocks[j / C], layer: layer, kvHead: kvh)
-            for d in 0..<D { out[h * D + d] += w[j] / total * Double(v[(j % C) * D + d]) }
+            let weight = w[j] / total
+            for d in 0..<D {
+                out[h * D + d] += weight * Double(pool.storedValue(row.blocks[j / C], layer: layer, kvHead: kvh, slot: j % C, dim: d))
+            }
         }
     }
     return out
@@ -112,11 +118,21 @@ struct HydragenTests {
     /// One path per distinct kernel this CPU runs (avx512bf16 and avx512f share the attention kernel).
     static let paths: [KernelPath] = [.avx512f, .avx2, .portable].filter(KernelDispatch.supports)
 
-    @Test("decode over a random tree equals plain attention (float64), bitwise equal to baseline", arguments: cases, paths)
-    func decodeTree(_ c: Case, path: KernelPath) throws {
-        print("HydragenTests seed \(c.seed) path \(path)")
+    /// A kernel path and the KV element type it reads.
+    struct Variant: Sendable, CustomStringConvertible {
+        let path: KernelPath, dtype: DType
+        var description: String { "\(path) \(dtype) KV" }
+    }
+
+    /// Every path with every KV dtype: each widens its loads, the arithmetic is the same.
+    static let variants: [Variant] = paths.flatMap { p in DType.allCases.map { Variant(path: p, dtype: $0) } }
+
+    @Test("decode over a random tree equals plain attention (float64), bitwise equal to baseline", arguments: cases, variants)
+    func decodeTree(_ c: Case, variant: Variant) throws {
+        let path = variant.path
+        print("HydragenTests seed \(c.seed) \(variant)")
         var rng = SeededRNG(seed: c.seed)
-        let layout = KVLayout(layerCount: 2, kvHeadCount: c.kvHeads, headDim: c.headDim)
+        let layout = KVLayout(layerCount: 2, kvHeadCount: c.kvHeads, headDim: c.headDim, dtype: variant.dtype)
         let tree = try RandomTree(layout: layout, depth: c.depth, fanOut: c.fanOut, lengths: c.lengths, rng: &rng)
         let shape = AttentionShape(headCount: c.kvHeads * c.group, kvHeadCount: c.kvHeads, headDim: c.headDim)
         let rows = tree.leaves.map { AttentionRow(sequence: $0, blocks: tree.cache.blocks($0), position: tree.cache.length($0) - 1) }
@@ -129,6 +145,8 @@ struct HydragenTests {
         // Float32 scores of |q·k| ≤ D/4 and a blockwise online softmax: relative error per output
         // ~ (D + log2(len))·eps ≈ 1e-5 of the output scale (values ≤ 1); 1e-4 absolute is ample and
         // still far below any real disagreement (a wrong block or mask moves outputs by ~1e-2).
+        // The reference uses the stored (rounded) K/V, and widening them is exact, so the same bound
+        // holds for 16-bit KV: a kernel that widened wrongly (or read the wrong bytes) moves outputs by ≫ 1e-4.
         var worst = 0.0
         let width = shape.headCount * c.headDim
         q.withUnsafeBufferPointer { qp in
@@ -147,11 +165,12 @@ struct HydragenTests {
         }
     }
 
-    @Test("causal prefill rows over a shared prefix equal the reference", arguments: paths)
-    func prefillRows(path: KernelPath) throws {
+    @Test("causal prefill rows over a shared prefix equal the reference", arguments: variants)
+    func prefillRows(variant: Variant) throws {
+        let path = variant.path
         var rng = SeededRNG(seed: 42)
-        print("HydragenTests seed 42 path \(path)")
-        let layout = KVLayout(layerCount: 1, kvHeadCount: 2, headDim: 64)
+        print("HydragenTests seed 42 \(variant)")
+        let layout = KVLayout(layerCount: 1, kvHeadCount: 2, headDim: 64, dtype: variant.dtype)
         let tree = try RandomTree(layout: layout, depth: 2, fanOut: 3...3, lengths: 50...90, rng: &rng)
         let shape = AttentionShape(headCount: 4, kvHeadCount: 2, headDim: 64)
         // Every position of every leaf from 40 on is a query row (what a prefill of the suffixes does).
@@ -173,12 +192,13 @@ struct HydragenTests {
         #expect(worst < 1e-4, "max abs error \(worst)")
     }
 
-    @Test("the C kernels agree with the portable path; AVX-512 and AVX2 give the same bits", arguments: [8, 24, 64, 80, 128])
-    func pathsAgree(headDim: Int) throws {
+    @Test("the C kernels agree with the portable path; AVX-512 and AVX2 give the same bits",
+          arguments: [8, 24, 64, 80, 128], DType.allCases)
+    func pathsAgree(headDim: Int, dtype: DType) throws {
         let seed = UInt64(100 + headDim)
-        print("HydragenTests seed \(seed)")
+        print("HydragenTests seed \(seed) \(dtype) KV")
         var rng = SeededRNG(seed: seed)
-        let layout = KVLayout(layerCount: 1, kvHeadCount: 2, headDim: headDim)
+        let layout = KVLayout(layerCount: 1, kvHeadCount: 2, headDim: headDim, dtype: dtype)
         let tree = try RandomTree(layout: layout, depth: 3, fanOut: 2...5, lengths: 1...90, rng: &rng)
         let shape = AttentionShape(headCount: 6, kvHeadCount: 2, headDim: headDim)
         let rows = tree.leaves.map { AttentionRow(sequence: $0, blocks: tree.cache.blocks($0), position: tree.cache.length($0) - 1) }

@@ -135,6 +135,7 @@ func idList(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: ","
         ("vocab_size", "512"), ("context", "512"),
         // 5 × (4·64·64 − 2·64·32 attention + 3·64·172 MLP + 2·64 norms) + 512·64 tied embedding + 64 final norm.
         ("parameters", "\(260_032)"), ("weight_bytes", "\(260_032 * 4)"),
+        ("kv_dtype", "f32"),  // --precision exact (the default) keeps K/V float32
         ("kv_bytes_per_token", "\(5 * 2 * 4 * 8 * 4)"),  // layers × (K, V) × kvHeads × headDim × float32
     ]
 
@@ -147,6 +148,30 @@ func idList(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: ","
         #expect(out["precision"] as? String == "exact")
         let kernels = try #require(out["kernels"] as? String)
         #expect(kernels.hasPrefix("matmul: "), "\(kernels)")
+    }
+
+    /// The KV dtype follows --kv-dtype, or defaults to bf16 under --precision fast; bytes per token follow it.
+    @Test func infoKVDType() throws {
+        let halfBytes = 5 * 2 * 4 * 8 * 2  // 16-bit K and V
+        for (args, dtype, bytes) in [(["--kv-dtype", "bf16"], "bf16", halfBytes), (["--kv-dtype", "f16"], "f16", halfBytes),
+                                     (["--precision", "fast"], "bf16", halfBytes),
+                                     (["--precision", "fast", "--kv-dtype", "f32"], "f32", 2 * halfBytes)] {
+            let out = try BanyanBinary.json("info", args)
+            #expect(out["kv_dtype"] as? String == dtype, "\(args)")
+            #expect(out["kv_bytes_per_token"] as? Int == bytes, "\(args)")
+        }
+    }
+
+    /// generate reports the KV dtype at the top level and its KV bytes follow it: the same greedy run
+    /// holds half the bytes with bf16 KV (same blocks, 16-bit elements).
+    @Test func generateJSONKVDType() throws {
+        let f32 = try BanyanBinary.json("generate", greedyArguments)
+        let bf16 = try BanyanBinary.json("generate", greedyArguments + ["--kv-dtype", "bf16"])
+        #expect(f32["kv_dtype"] as? String == "f32")
+        #expect(bf16["kv_dtype"] as? String == "bf16")
+        let a = try #require((f32["usage"] as? [String: Any])?["kv_bytes"] as? Int)
+        let b = try #require((bf16["usage"] as? [String: Any])?["kv_bytes"] as? Int)
+        #expect(a > 0 && b * 2 == a, "kv_bytes f32 \(a), bf16 \(b)")
     }
 
     /// The text form lists the JSON fields in order, one `key: value` line each.

@@ -26,10 +26,11 @@ let fixtureNames: [String] = {
 }()
 
 func makeEngine(_ spec: String, threads: Int = 2, attention: AttentionMode = .hydragen, maxBatch: Int = 256,
-                precision: Precision = .exact) throws -> Engine {
+                precision: Precision = .exact, kvDType: DType? = nil) throws -> Engine {
     let pool = ThreadPool(threadCount: threads)
     var options = EngineOptions()
     options.precision = precision
+    options.kvDType = kvDType
     options.attention = attention
     options.maxBatch = maxBatch
     options.maxKVBytes = 1 << 28
@@ -49,16 +50,41 @@ func tolerance(dtype: String) -> Double { dtype == "float32" ? 1e-4 : 1e-3 }
 /// (weights scaled up for decisive greedy margins): ≈ 0.15 absolute. Measured: ≤ 0.1.
 let fastTolerance = 0.15
 
+/// Extra tolerance when K and V are stored as bf16 (`--kv-dtype bf16`, the default under `fast`):
+/// each stored K and V element is rounded with relative error ≤ 2⁻⁹ ≈ 0.002. A value rounding moves
+/// an attention output (a convex combination of V rows) by ≤ 2⁻⁹ relative; a key rounding moves a
+/// score by ≤ 2⁻⁹·|s|, the softmax weights by about as much relative. Through 2 layers (K and V each)
+/// the logits' relative error is ≲ 4 · 0.002 ≈ 0.8%, ≈ 0.08 absolute at these fixtures' |z| ≈ 10,
+/// typically a fraction of that as roundings partly cancel. Measured (max over teacher-forced and
+/// last-position logprobs), exact precision with bf16 KV: f32 fixtures 0.005–0.027 (llama-text
+/// 0.027, llama-f32-gqa 0.015), 16-bit ones ≤ 0.034 (qwen2-bf16); fast with bf16 KV ≤ 0.083
+/// (qwen2-bf16), inside `fastTolerance` alone (which is the bound used there: the larger of the two).
+/// 0.06 leaves ~2× headroom over the worst measured.
+let bf16KVTolerance = 0.06
+
+/// Precision and KV dtype of one conformance run (nil: the engine's default for the precision).
+struct NumericSetting: Sendable, CustomStringConvertible {
+    let precision: Precision
+    let kvDType: DType?
+    var description: String { "\(precision)" + (kvDType.map { " kv \($0)" } ?? "") }
+    /// exact (f32 KV), fast (bf16 KV by default), exact with bf16 KV.
+    static let all = [NumericSetting(precision: .exact, kvDType: nil), NumericSetting(precision: .fast, kvDType: nil),
+                      NumericSetting(precision: .exact, kvDType: .bf16)]
+}
 @Suite("Conformance with transformers")
 struct ConformanceTests {
     @Test("teacher-forced logprobs, last distribution and greedy tokens match",
-          arguments: fixtureNames, [Precision.exact, .fast])
-    func fixture(_ name: String, _ precision: Precision) throws {
+          arguments: fixtureNames, NumericSetting.all)
+    func fixture(_ name: String, _ setting: NumericSetting) throws {
         let folder = FixturePaths.fixtures.appendingPathComponent("models/\(name)")
         let ref = try Reference.load(folder.appendingPathComponent("reference.json"))
-        let engine = try makeEngine(folder.path, precision: precision)
-        try check(ref, engine: engine, label: "\(name) \(precision)",
-                  tolerance: engine.model.usesBF16Products ? fastTolerance : tolerance(dtype: ref.dtype))
+        let engine = try makeEngine(folder.path, precision: setting.precision, kvDType: setting.kvDType)
+        let products = engine.model.usesBF16Products ? fastTolerance : tolerance(dtype: ref.dtype)
+        let kv = engine.kv.layout.dtype == .f32 ? 0 : bf16KVTolerance
+        // Under bf16 KV some fixtures' first greedy top-2 margin is inside the tolerance
+        // (llama-rope-llama3: 0.026), so their greedy comparison may be empty; the logprob bounds still hold.
+        try check(ref, engine: engine, label: "\(name) \(setting) (KV \(engine.kv.layout.dtype))", tolerance: max(products, kv),
+                  requireGreedy: engine.kv.layout.dtype == .f32)
     }
 
     @Test("stories260k (real trained weights) matches transformers")
@@ -67,7 +93,8 @@ struct ConformanceTests {
         try check(ref, engine: try makeEngine("builtin:stories260k"))
     }
 
-    func check(_ ref: Reference, engine: Engine, label: String = "stories260k", tolerance tol: Double? = nil) throws {
+    func check(_ ref: Reference, engine: Engine, label: String = "stories260k", tolerance tol: Double? = nil,
+               requireGreedy: Bool = true) throws {
         let tol = tol ?? tolerance(dtype: ref.dtype)
         let (scores, _) = try engine.score(prompt: [ref.input_ids[0]], continuations: [Array(ref.input_ids.dropFirst())])
         #expect(scores[0].logprobs.count == ref.target_logprobs.count)
@@ -91,7 +118,7 @@ struct ConformanceTests {
         // different but equally valid argmax may be picked, and everything after diverges.
         let trusted = ref.greedy.margins.firstIndex { $0 <= tol } ?? ref.greedy.tokens.count
         #expect(Array(got.prefix(trusted)) == Array(ref.greedy.tokens.prefix(trusted)))
-        #expect(trusted > 0)
+        if requireGreedy { #expect(trusted > 0) }
     }
 }
 

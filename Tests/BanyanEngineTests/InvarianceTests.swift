@@ -22,9 +22,10 @@ func request(_ prompt: [Int], n: Int = 1, maxTokens: Int = 12, temperature: Floa
 
 @Suite("Batch invariance and sharing")
 struct InvarianceTests {
-    @Test("greedy --n 8 gives 8 completions bitwise equal to --n 1", arguments: [AttentionMode.hydragen, .baseline])
-    func greedyN(_ mode: AttentionMode) throws {
-        let engine = try makeEngine("builtin:stories260k", attention: mode)
+    @Test("greedy --n 8 gives 8 completions bitwise equal to --n 1", arguments: [AttentionMode.hydragen, .baseline], DType.allCases)
+    func greedyN(_ mode: AttentionMode, kvDType: DType) throws {
+        let engine = try makeEngine("builtin:stories260k", attention: mode, kvDType: kvDType)
+        #expect(engine.kv.layout.dtype == kvDType)
         let one = try engine.generate(request(storyPrompt, n: 1)).completions[0]
         let eight = try engine.generate(request(storyPrompt, n: 8)).completions
         #expect(eight.count == 8)

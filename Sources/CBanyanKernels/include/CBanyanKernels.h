@@ -38,14 +38,15 @@ void banyan_matmul_fast_bf16(const float *x, long rows, long k, const uint16_t *
 /// query over the block's first validCounts[t] keys, merged into its running max/sum and out.
 /// rows/validCounts: [rowCount] (task rows; each gives groupSize queries, heads kvHead*G..+G).
 /// q, out: [rows, headCount, headDim]; runningMax/Sum: [rows, headCount];
-/// keys: [headDim, 32]; values: [32, headDim]. A query's bits depend only on its own q, the
-/// block and its valid count (never on the other queries); both paths give the same bits.
+/// keys: [headDim, 32]; values: [32, headDim], both of `kvtype` (BANYAN_W_F32/F16/BF16), widened
+/// exactly to float32 as loaded. A query's bits depend only on its own q, the block and its valid
+/// count (never on the other queries); both paths give the same bits.
 void banyan_attention_block_avx512(const int32_t *rows, const int32_t *validCounts, long rowCount,
-                                   const float *q, const float *keys, const float *values,
+                                   const float *q, const void *keys, const void *values, int kvtype,
                                    float *out, float *runningMax, float *runningSum,
                                    long headCount, long headDim, long groupSize, long kvHead);
 void banyan_attention_block_avx2(const int32_t *rows, const int32_t *validCounts, long rowCount,
-                                 const float *q, const float *keys, const float *values,
+                                 const float *q, const void *keys, const void *values, int kvtype,
                                  float *out, float *runningMax, float *runningSum,
                                  long headCount, long headDim, long groupSize, long kvHead);
 
