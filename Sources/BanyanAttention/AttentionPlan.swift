@@ -72,9 +72,15 @@ public struct AttentionPlan: Sendable {
                 }
             }
         }
-        // Stable order by position keeps each row's merges in position order.
-        self.tasks = tasks.enumerated().sorted { ($0.element.blockIndex, $0.offset) < ($1.element.blockIndex, $1.offset) }
-            .map(\.element)
+        // Each row must meet its blocks in position order. Hydragen walks positions across all rows
+        // (a shared block is one task); baseline walks sequence by sequence, each over its whole
+        // path, as paged attention does — so a shared prefix is streamed again for every sequence
+        // instead of staying in cache between consecutive reads of the same block.
+        let sequenceOrder = Dictionary(rows.enumerated().map { ($1.sequence, $0) }, uniquingKeysWith: min)
+        func key(_ t: Task, _ offset: Int) -> (Int, Int, Int) {
+            mode == .hydragen ? (t.blockIndex, 0, offset) : (sequenceOrder[rows[Int(t.rows[0])].sequence]!, t.blockIndex, offset)
+        }
+        self.tasks = tasks.enumerated().sorted { key($0.element, $0.offset) < key($1.element, $1.offset) }.map(\.element)
     }
 
     /// Tasks read by more than one row, and the total block reads they save versus one read per row.
