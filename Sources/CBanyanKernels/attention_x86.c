@@ -23,11 +23,8 @@
 #pragma STDC FP_CONTRACT OFF
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "x86.h"
 
-#define INLINE static inline __attribute__((always_inline))
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma")))
-#define T256 __attribute__((target("avx2,fma,f16c")))
 
 enum { BLOCK = 32 };
 
@@ -52,17 +49,6 @@ T512 INLINE __m512 exp512(__m512 x) {
     y = _mm512_mul_ps(y, _mm512_castsi512_ps(bits));
     __mmask16 under = _mm512_cmp_ps_mask(x, _mm512_set1_ps(-87.3f), _CMP_LT_OQ);
     return _mm512_mask_blend_ps(under, y, _mm512_setzero_ps());
-}
-
-// Fixed tree: 16 -> 8 (i + i+8) -> 4 (i + i+4) -> 2 (i + i+2) -> 1 (0 + 1).
-T512 INLINE float sum16(__m512 v) {
-    __m256 lo = _mm512_castps512_ps256(v);
-    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-    __m256 s8 = _mm256_add_ps(lo, hi);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-    return _mm_cvtss_f32(s1);
 }
 
 // 16 elements of a K/V tile starting at element i, widened to float32; lanes outside `m` are 0.
@@ -142,7 +128,7 @@ T512 INLINE void group512(const int KT, const int NQ, const float *const *qp, fl
         float mx = _mm512_reduce_max_ps(_mm512_max_ps(xa, xb));
         __m512 vm = _mm512_set1_ps(mx);
         __m512 pa = exp512(_mm512_sub_ps(xa, vm)), pb = exp512(_mm512_sub_ps(xb, vm));
-        blockSum[i] = sum16(_mm512_add_ps(pa, pb));
+        blockSum[i] = reduce16(_mm512_add_ps(pa, pb));
         _mm512_store_ps(p[i], pa);
         _mm512_store_ps(p[i] + 16, pb);
         float old = runningMax[at[i]], newMax = old > mx ? old : mx;
@@ -200,14 +186,6 @@ T256 INLINE __m256 exp256(__m256 x) {
     y = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
     __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
     return _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
-}
-
-// 8 -> 4 -> 2 -> 1, the tail of sum16's tree.
-T256 INLINE float sum8(__m256 s8) {
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-    return _mm_cvtss_f32(s1);
 }
 
 T256 INLINE float max8(__m256 v) {
@@ -292,9 +270,9 @@ T256 INLINE void group256(const int KT, const int NQ, const float *const *qp, fl
         __m256 vm = _mm256_set1_ps(mx);
         __m256 e[4];
         for (int c = 0; c < 4; c++) e[c] = exp256(_mm256_sub_ps(x[c], vm));
-        // (lanes 0..15 + lanes 16..31), then 8 + 8: sum16's order.
+        // (lanes 0..15 + lanes 16..31), then 8 + 8: reduce16's order.
         __m256 lo = _mm256_add_ps(e[0], e[2]), hi = _mm256_add_ps(e[1], e[3]);
-        blockSum[i] = sum8(_mm256_add_ps(lo, hi));
+        blockSum[i] = reduce8(_mm256_add_ps(lo, hi));
         for (int c = 0; c < 4; c++) _mm256_store_ps(p[i] + 8 * c, e[c]);
         float old = runningMax[at[i]], newMax = old > mx ? old : mx;
         runningMax[at[i]] = newMax;

@@ -12,14 +12,11 @@
 #include <string.h>
 
 #if defined(__x86_64__)
-#include <immintrin.h>
+#include "x86.h"
 
 #ifndef GEMV_NR
 #define GEMV_NR 8
 #endif
-#define INLINE static inline __attribute__((always_inline))
-#define T512 __attribute__((target("avx512f,avx512bw,avx512vl,avx2,fma,f16c")))
-#define T256 __attribute__((target("avx2,fma,f16c")))
 
 enum { MR512 = 8, NR512 = 3, MR256 = 4, NR256 = 3, NR_GEMV = GEMV_NR, MR_MAX = 8 };
 
@@ -57,17 +54,6 @@ T512 INLINE __m512 w16_masked(int wt, const void *w, long i, __mmask16 m) {
     __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)w + i);
     if (wt == BANYAN_W_F16) return _mm512_cvtph_ps(h);
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
-}
-
-// Fixed tree: 16 -> 8 (i + i+8) -> 4 (i + i+4) -> 2 (i + i+2) -> 1 (0 + 1).
-T512 INLINE float reduce16(__m512 v) {
-    __m256 lo = _mm512_castps512_ps256(v);
-    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
-    __m256 s8 = _mm256_add_ps(lo, hi);
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-    return _mm_cvtss_f32(s1);
 }
 
 static inline size_t wsize(int wt) { return wt == BANYAN_W_F32 ? 4 : 2; }
@@ -367,14 +353,6 @@ T256 INLINE __m256 x8_tail(const float *x, int n) {
     float b[8] = {0};
     memcpy(b, x, (size_t)n * 4);
     return _mm256_loadu_ps(b);
-}
-
-// Fixed tree: 8 -> 4 (i + i+4) -> 2 (i + i+2) -> 1 (0 + 1).
-T256 INLINE float reduce8(__m256 s8) {
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
-    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    __m128 s1 = _mm_add_ss(s2, _mm_movehdup_ps(s2));
-    return _mm_cvtss_f32(s1);
 }
 
 T256 INLINE void tile256(int wt, int MR, int NR, const float *x, long ldx, const char *w, long ldw,
