@@ -5,11 +5,9 @@ import PackageDescription
 let strict: [SwiftSetting] = [
     .enableUpcomingFeature("ExistentialAny"),
 ]
-// Kernel targets are built -Ounchecked in release: bounds checks inside the inner loops cost
-// measurably (see docs/BENCHMARKS.md), and every kernel is tested against a checked reference.
-let kernelSettings: [SwiftSetting] = strict + [
-    .unsafeFlags(["-Ounchecked", "-wmo"], .when(configuration: .release)),
-]
+// The hot loops live in CBanyanKernels (C intrinsics, built -O3); the Swift kernel targets hold the
+// portable paths and dispatch and need no unchecked build flags.
+let kernelSettings: [SwiftSetting] = strict
 
 let package = Package(
     name: "Banyan",
@@ -22,8 +20,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
     ],
     targets: [
-        .target(name: "CBanyanKernels",
-                cSettings: [.unsafeFlags(["-O3"])]),
+        // -O3 measurably matters for the intrinsics kernels: prefill 110-128 GFLOP/s with it, ~50
+        // with SwiftPM's default C optimisation for release (bench model, docs/BENCHMARKS.md).
+        .target(name: "CBanyanKernels", cSettings: [.unsafeFlags(["-O3"])]),
         .target(name: "BanyanKernels", dependencies: ["CBanyanKernels"], swiftSettings: kernelSettings),
         .target(name: "BanyanTokenizer", swiftSettings: strict),
         .target(name: "BanyanKV", dependencies: ["BanyanKernels"], swiftSettings: strict),
