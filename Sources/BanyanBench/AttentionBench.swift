@@ -14,10 +14,12 @@ public struct AttentionCase: Sendable, Codable {
     public var heads: Int
     public var kvHeads: Int
     public var headDim: Int
+    /// Element type of the KV blocks (the engine's default is bf16 under fast precision).
+    public var kvDType: DType
 
-    public init(batch: Int, prefix: Int, suffix: Int, heads: Int, kvHeads: Int, headDim: Int) {
+    public init(batch: Int, prefix: Int, suffix: Int, heads: Int, kvHeads: Int, headDim: Int, kvDType: DType = .f32) {
         self.batch = batch; self.prefix = prefix; self.suffix = suffix
-        self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim
+        self.heads = heads; self.kvHeads = kvHeads; self.headDim = headDim; self.kvDType = kvDType
     }
 
     public func validate() throws {
@@ -31,9 +33,9 @@ public struct AttentionCase: Sendable, Codable {
 
     /// 4·B·H·(P+S)·D: QKᵀ and PV, 2 flops per multiply-add each.
     public var flops: Double { 4 * Double(batch * heads * (prefix + suffix) * headDim) }
-    /// KV bytes (float32 K and V) one call must read: hydragen reads the prefix once, baseline once per sequence.
+    /// KV bytes (K and V) one call must read: hydragen reads the prefix once, baseline once per sequence.
     public func bytesRead(_ mode: AttentionMode) -> Double {
-        let perToken = Double(2 * kvHeads * headDim * 4)
+        let perToken = Double(2 * kvHeads * headDim * kvDType.byteCount)
         switch mode {
         case .hydragen: return Double(prefix + batch * suffix) * perToken
         case .baseline: return Double(batch * (prefix + suffix)) * perToken
@@ -55,7 +57,7 @@ public enum AttentionBench {
     public static func run(_ c: AttentionCase, modes: [AttentionMode], repeats: Int, minSeconds: Double,
                            threads: ThreadPool) throws -> [AttentionMeasurement] {
         try c.validate()
-        let layout = KVLayout(layerCount: 1, kvHeadCount: c.kvHeads, headDim: c.headDim)
+        let layout = KVLayout(layerCount: 1, kvHeadCount: c.kvHeads, headDim: c.headDim, dtype: c.kvDType)
         let T = layout.blockTokenCount
         let rootBlocks = (c.prefix + T - 1) / T
         let ownBlocks = (c.prefix + c.suffix + T - 1) / T - c.prefix / T
@@ -66,10 +68,14 @@ public enum AttentionBench {
             for b in kv.blocks(s).dropFirst(fromBlock) {
                 for h in 0..<c.kvHeads {
                     for tile in [kv.pool.keys(b, layer: 0, kvHead: h), kv.pool.values(b, layer: 0, kvHead: h)] {
-                        let p = tile.assumingMemoryBound(to: Float.self)  // float32 layout
                         for i in 0..<layout.tileElementCount {
                             rng = rng &* 6364136223846793005 &+ 1442695040888963407
-                            p[i] = Float(Int64(bitPattern: rng) >> 40) / Float(1 << 23)  // uniform in [-1, 1)
+                            let x = Float(Int64(bitPattern: rng) >> 40) / Float(1 << 23)  // uniform in [-1, 1)
+                            switch c.kvDType {
+                            case .f32: tile.assumingMemoryBound(to: Float.self)[i] = x
+                            case .f16: tile.assumingMemoryBound(to: Float16.self)[i] = Float16(x)
+                            case .bf16: tile.assumingMemoryBound(to: UInt16.self)[i] = UInt16(x.bitPattern >> 16)
+                            }
                         }
                     }
                 }

@@ -3,6 +3,7 @@ import BanyanKernels
 import BanyanKV
 import BanyanAttention
 import BanyanModel
+import BanyanEngine
 
 /// Errors of the benchmark harness.
 public enum BenchError: BanyanError {
@@ -32,7 +33,10 @@ final class DecodeRunner {
         self.model = model
         self.threads = threads
         let c = model.config
-        kv = KVCache(pool: try KVBlockPool(layout: KVLayout(layerCount: c.layerCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim),
+        // The KV element type the engine would use for this model (bf16 under fast precision).
+        let dtype = EngineOptions.defaultKVDType(precision: model.precision)
+        kv = KVCache(pool: try KVBlockPool(layout: KVLayout(layerCount: c.layerCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim,
+                                                            dtype: dtype),
                                            budgetBytes: maxKVBytes))
         buffers = StepBuffers(config: c)
     }

@@ -3,6 +3,7 @@ import BanyanKernels
 import BanyanKV
 import BanyanAttention
 import BanyanModel
+import BanyanEngine
 
 /// The paper's experiments (`banyan bench SUITE`).
 public enum Suite: String, Sendable, CaseIterable, Codable {
@@ -13,6 +14,8 @@ public enum Suite: String, Sendable, CaseIterable, Codable {
     case longDocument = "long-document"
     /// A short tour of the five above.
     case tour = "default"
+    /// All five at full size in one process: the documented full run.
+    case all
 
     public static let experiments: [Suite] = [.throughput, .prefixLength, .attention, .hierarchy, .longDocument]
 }
@@ -49,13 +52,13 @@ public struct SuiteSizes: Sendable {
 
     /// The documented full run (on 2 cores: see docs/BENCHMARKS.md for its duration).
     public static let full = SuiteSizes(
-        model: "synthetic:sheared-llama-1.3b", repeats: 3,
-        throughputPrefix: 2048, throughputGen: 32, throughputBatches: [1, 2, 4, 8, 16, 32, 64, 128, 256],
-        prefixBatch: 32, prefixLengths: [1024, 2048, 4096, 8192], prefixGen: 16,
+        model: "synthetic:sheared-llama-1.3b", repeats: 2,
+        throughputPrefix: 2048, throughputGen: 16, throughputBatches: [1, 2, 4, 8, 16, 32, 64, 128, 256],
+        prefixBatch: 32, prefixLengths: [1024, 2048, 4096, 8192, 16384], prefixGen: 16,
         attentionBatches: [1, 4, 16, 64], attentionPrefixes: [1024, 4096, 16384], attentionSuffixes: [32, 256],
         attentionMinSeconds: 0.1,
         fewShotTokens: 2048, problemCount: 10, problemTokens: 300, samplesPerProblem: [4, 8, 16], hierarchyGen: 16,
-        documentTokens: 8192, questionCounts: [4, 16, 64], questionTokens: 32, answerTokens: 16)
+        documentTokens: 16384, questionCounts: [4, 16, 64], questionTokens: 32, answerTokens: 16)
 
     /// Under three minutes on 2 cores: a 135M-parameter model, short prompts, small batches.
     public static let quick = SuiteSizes(
@@ -125,7 +128,7 @@ public final class SuiteRunner {
             case .attention: return n + s.attentionBatches.count * s.attentionPrefixes.count * s.attentionSuffixes.count
             case .hierarchy: return n + s.samplesPerProblem.count * (m + 1) * s.repeats
             case .longDocument: return n + s.questionCounts.count * m * s.repeats
-            case .tour: return n
+            case .tour, .all: return n
             }
         }
     }
@@ -148,7 +151,7 @@ public final class SuiteRunner {
         case .attention: return try attention()
         case .hierarchy: return try hierarchy()
         case .longDocument: return try longDocument()
-        case .tour: preconditionFailure("the tour runs each experiment in turn")
+        case .tour, .all: preconditionFailure("the tour and the full run run each experiment in turn")
         }
     }
 
@@ -276,19 +279,25 @@ public final class SuiteRunner {
 
     /// Attention-only grid (Fig. 4): hydragen vs baseline on `Attention.run`, one layer with the model's
     /// head shape. `none` does no work here, so it is not a series.
-    public func attention(heads: Int? = nil, kvHeads: Int? = nil, headDim: Int? = nil) throws -> SuiteReport {
+    public func attention(heads: Int? = nil, kvHeads: Int? = nil, headDim: Int? = nil, kvDType forced: DType? = nil) throws -> SuiteReport {
         let s = sizes
         // A synthetic shape needs no weights; a checkpoint's shape comes from loading it.
-        var config: ModelConfig
-        if s.model.hasPrefix("synthetic:"), let name = s.model.dropFirst("synthetic:".count).split(separator: ":").first,
-           let c = SyntheticModels.shapes[String(name)] {
+        // KV blocks hold what the engine would store for this model (bf16 under fast precision).
+        var config: ModelConfig, kvDType: DType
+        let parts = s.model.dropFirst("synthetic:".count).split(separator: ":").map(String.init)
+        if s.model.hasPrefix("synthetic:"), let name = parts.first, let c = SyntheticModels.shapes[name] {
             config = c
+            let weights = parts.count > 1 ? DType(rawValue: parts[1]) ?? .bf16 : .bf16
+            kvDType = EngineOptions.defaultKVDType(precision: Model.defaultPrecision(weights: weights))
         } else {
-            config = try model().0.config
+            let m = try model().0
+            config = m.config
+            kvDType = EngineOptions.defaultKVDType(precision: m.precision)
         }
         if let heads { config.headCount = heads }
         if let kvHeads { config.kvHeadCount = kvHeads }
         if let headDim { config.headDim = headDim }
+        if let forced { kvDType = forced }
         var points: [BenchPoint] = []
         var table = TextTable(title: "attention: one layer, \(config.headCount) heads / \(config.kvHeadCount) KV heads × \(config.headDim) (\(s.model) shape)",
                               legend: "columns: batch, prefix (shared), suffix (private) tokens; µs per Attention.run call per mode; speedup; GFLOP/s (4·B·H·(P+S)·D per call) and GB/s of KV read (hydragen reads the prefix once, baseline once per sequence)",
@@ -296,7 +305,8 @@ public final class SuiteRunner {
         for p in s.attentionPrefixes.sorted() {
             for sfx in s.attentionSuffixes.sorted() {
                 for b in s.attentionBatches.sorted() {
-                    let c = AttentionCase(batch: b, prefix: p, suffix: sfx, heads: config.headCount, kvHeads: config.kvHeadCount, headDim: config.headDim)
+                    let c = AttentionCase(batch: b, prefix: p, suffix: sfx, heads: config.headCount, kvHeads: config.kvHeadCount, headDim: config.headDim,
+                                          kvDType: kvDType)
                     let ms = try AttentionBench.run(c, modes: [.hydragen, .baseline], repeats: s.repeats,
                                                     minSeconds: s.attentionMinSeconds, threads: threads)
                     for m in ms {
@@ -332,7 +342,8 @@ public final class SuiteRunner {
                                   at.median("gflops")!, at.median("gbps")!))
         }
         return SuiteReport(suite: Suite.attention.rawValue, title: "Attention microbenchmark: hydragen vs baseline", model: s.model,
-                           settings: settings(["heads": "\(config.headCount)", "kv_heads": "\(config.kvHeadCount)", "head_dim": "\(config.headDim)"], note: nil),
+                           settings: settings(["heads": "\(config.headCount)", "kv_heads": "\(config.kvHeadCount)", "head_dim": "\(config.headDim)",
+                                              "kv_dtype": kvDType.rawValue], note: nil),
                            points: points, table: table, summary: summary,
                            plot: PlotSpec(title: "Attention time per layer call, suffix \(sfx)", xLabel: "batch size",
                                           yLabel: "ms per call", logX: true, series: series))

@@ -12,13 +12,19 @@ public final class Model: @unchecked Sendable {
     public let folder: URL?
     /// RoPE inverse frequencies `[headDim / 2]`, scaling applied, as transformers computes them.
     let inverseFrequencies: [Float]
-    /// Activation precision inside the linear layers (set before running; `exact` by default).
+    /// Activation precision inside the linear layers (set before running); see `defaultPrecision`.
     public var precision: Precision
 
     public init(name: String, config: ModelConfig, weights: ModelWeights, folder: URL? = nil) {
         self.name = name; self.config = config; self.weights = weights; self.folder = folder
         inverseFrequencies = Model.ropeInverseFrequencies(config)
-        precision = .exact
+        precision = Model.defaultPrecision(weights: weights.dtype)
+    }
+
+    /// `fast` for 16-bit weights, as other engines run them (activations rounded to bf16 inside the
+    /// products, float32 accumulation); `exact` for float32 weights, whose users asked for float32.
+    public static func defaultPrecision(weights dtype: DType) -> Precision {
+        dtype == .f32 ? .exact : .fast
     }
 
     /// Whether `fast` precision really changes anything here (bf16 weights and bf16 dot products).

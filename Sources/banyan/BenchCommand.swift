@@ -11,7 +11,8 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks: hydragen vs baseline vs no attention, kernels, model rooflines.",
         discussion: """
-        banyan bench [SUITE] [--quick]   SUITE: throughput, prefix-length, attention, hierarchy, long-document, default (a tour)
+        banyan bench [SUITE] [--quick]   SUITE: throughput, prefix-length, attention, hierarchy, long-document,
+                                          default (a tour), all (all five at full size: the documented full run)
         banyan bench decode|attention|kernels|model ...   single measurements (see --help of each)
         """,
         subcommands: [BenchSuites.self, BenchDecode.self, BenchAttention.self, BenchKernels.self, BenchModel.self],
@@ -71,7 +72,7 @@ func parseIntList(_ s: String, flag: String) throws -> [Int] {
 struct BenchSuites: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "suite", abstract: "The paper's experiments (default: a short tour of all five).")
 
-    @Argument(help: "throughput, prefix-length, attention, hierarchy, long-document, or default (a tour of all five).")
+    @Argument(help: "throughput, prefix-length, attention, hierarchy, long-document, default (a tour of all five), or all (all five at full size).")
     var suite: Suite = .tour
     @OptionGroup var options: BenchOptions
 
@@ -79,7 +80,7 @@ struct BenchSuites: ParsableCommand {
         var sizes = options.quick ? SuiteSizes.quick : (suite == .tour ? SuiteSizes.tour : SuiteSizes.full)
         if let m = options.model { sizes.model = m }
         if let r = options.repeats { sizes.repeats = r }
-        let suites = suite == .tour ? Suite.experiments : [suite]
+        let suites = suite == .tour || suite == .all ? Suite.experiments : [suite]
         try options.session { pool, _, emit in
             let runner = try SuiteRunner(sizes: sizes, threads: pool, maxKVBytes: options.kvBudget, showProgress: true, suites: suites)
             defer { runner.progress.finish() }
@@ -155,6 +156,7 @@ struct BenchAttention: ParsableCommand {
     @Option(help: "Query heads (default: the model's).") var heads: Int?
     @Option(help: "KV heads (default: the model's).") var kvHeads: Int?
     @Option(help: "Head dimension (default: the model's).") var headDim: Int?
+    @Option(help: "KV element type: f32, bf16 or f16 (default: the engine's for the model, bf16 for 16-bit weights).") var kvDtype: DType?
 
     func run() throws {
         var sizes = options.quick ? SuiteSizes.quick : SuiteSizes.full
@@ -167,7 +169,7 @@ struct BenchAttention: ParsableCommand {
         try options.session { pool, _, emit in
             let runner = try SuiteRunner(sizes: sizes, threads: pool, maxKVBytes: options.kvBudget, showProgress: true, suites: [.attention])
             defer { runner.progress.finish() }
-            let r = try runner.attention(heads: shape.0, kvHeads: shape.1, headDim: shape.2)
+            let r = try runner.attention(heads: shape.0, kvHeads: shape.1, headDim: shape.2, kvDType: kvDtype)
             emit(r)
             return [r]
         }
@@ -206,7 +208,7 @@ struct BenchModel: ParsableCommand {
     func run() throws {
         try options.session { pool, machine, emit in
             let repeats = options.repeats ?? (options.quick ? 1 : 3)
-            let progress = ProgressLine(total: 2 * repeats, enabled: true)
+            let progress = ProgressLine(total: 3 * repeats, enabled: true)
             defer { progress.finish() }
             let r = try EngineBench.model(spec: options.model ?? "synthetic:tinyllama-1.1b", decodeTokens: gen, prefillTokens: prefill,
                                           repeats: repeats, machine: machine, threads: pool, progress: progress)

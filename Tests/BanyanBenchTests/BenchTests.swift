@@ -136,8 +136,9 @@ import BanyanBench
         let r = try EngineBench.model(spec: "synthetic:tiny", decodeTokens: 4, prefillTokens: 40, repeats: 1, machine: machine,
                                       threads: threads, progress: nil)
         Self.checkNumbers(r)
-        #expect(Set(r.points.map(\.series)) == ["decode", "prefill"])
+        #expect(Set(r.points.map(\.series)) == ["decode", "prefill", "batched_decode"])
         #expect(r.points[0].metrics["roofline_fraction"] != nil && r.points[1].metrics["gflops"] != nil)
+        #expect(r.points[2].parameters["batch"] == 64 && r.points[2].metrics["peak_fraction"] != nil)
     }
 
     @Test func kernels() throws {
@@ -151,15 +152,17 @@ import BanyanBench
     }
 
     /// The microbenchmark on odd sizes (partial blocks, GQA); GB/s follows the documented byte model.
-    @Test func attentionMicrobenchmark() throws {
-        let c = AttentionCase(batch: 3, prefix: 45, suffix: 7, heads: 4, kvHeads: 2, headDim: 16)
+    @Test(arguments: DType.allCases)
+    func attentionMicrobenchmark(kvDType: DType) throws {
+        let c = AttentionCase(batch: 3, prefix: 45, suffix: 7, heads: 4, kvHeads: 2, headDim: 16, kvDType: kvDType)
         let ms = try AttentionBench.run(c, modes: [.hydragen, .baseline], repeats: 2, minSeconds: 0.001, threads: threads)
         #expect(ms.map(\.mode) == ["hydragen", "baseline"])
         for m in ms {
             for x in m.seconds.samples + m.gflops.samples + m.gbps.samples { #expect(x.isFinite && x > 0) }
         }
-        #expect(c.bytesRead(.baseline) == Double(3 * 52 * 2 * 2 * 16 * 4))
-        #expect(c.bytesRead(.hydragen) == Double((45 + 3 * 7) * 2 * 2 * 16 * 4))
+        let e = kvDType.byteCount
+        #expect(c.bytesRead(.baseline) == Double(3 * 52 * 2 * 2 * 16 * e))
+        #expect(c.bytesRead(.hydragen) == Double((45 + 3 * 7) * 2 * 2 * 16 * e))
         #expect(throws: BenchError.self) { try AttentionCase(batch: 2, prefix: 8, suffix: 0, heads: 6, kvHeads: 4, headDim: 8).validate() }
     }
 

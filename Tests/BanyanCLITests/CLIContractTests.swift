@@ -135,7 +135,7 @@ func idList(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: ","
         ("vocab_size", "512"), ("context", "512"),
         // 5 × (4·64·64 − 2·64·32 attention + 3·64·172 MLP + 2·64 norms) + 512·64 tied embedding + 64 final norm.
         ("parameters", "\(260_032)"), ("weight_bytes", "\(260_032 * 4)"),
-        ("kv_dtype", "f32"),  // --precision exact (the default) keeps K/V float32
+        ("kv_dtype", "f32"),  // f32 weights: --precision exact is the default and keeps K/V float32
         ("kv_bytes_per_token", "\(5 * 2 * 4 * 8 * 4)"),  // layers × (K, V) × kvHeads × headDim × float32
     ]
 
@@ -160,6 +160,14 @@ func idList(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: ","
             #expect(out["kv_dtype"] as? String == dtype, "\(args)")
             #expect(out["kv_bytes_per_token"] as? Int == bytes, "\(args)")
         }
+        // 16-bit weights default to --precision fast and bf16 K/V (as other engines run them).
+        let bf16Model = try BanyanBinary.json("info", ["--model", "synthetic:tiny"])
+        #expect(bf16Model["dtype"] as? String == "bf16")
+        #expect(bf16Model["precision"] as? String == "fast")
+        #expect(bf16Model["kv_dtype"] as? String == "bf16")
+        let f32Model = try BanyanBinary.json("info", ["--model", "synthetic:tiny:f32"])
+        #expect(f32Model["precision"] as? String == "exact")
+        #expect(f32Model["kv_dtype"] as? String == "f32")
     }
 
     /// generate reports the KV dtype at the top level and its KV bytes follow it: the same greedy run

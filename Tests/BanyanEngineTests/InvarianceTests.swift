@@ -124,15 +124,20 @@ struct InvarianceTests {
         #expect(engine.kv.pool.usedCount == 0, "every block returned after the request")
     }
 
-    @Test("a tight KV budget makes samples wait for memory (same outputs); a prompt that cannot fit is a clear error")
-    func budget() throws {
+    @Test("a tight KV budget makes samples wait for memory (same outputs); a prompt that cannot fit is a clear error",
+          arguments: [Precision.exact, .fast])
+    func budget(precision: Precision) throws {
         let pool = ThreadPool(threadCount: 2)
         let model = try Model.load("synthetic:tiny", threads: pool)
-        let layout = KVLayout(layerCount: model.config.layerCount, kvHeadCount: model.config.kvHeadCount, headDim: model.config.headDim)
+        let kvDType = EngineOptions.defaultKVDType(precision: precision)
+        let layout = KVLayout(layerCount: model.config.layerCount, kvHeadCount: model.config.kvHeadCount, headDim: model.config.headDim,
+                              dtype: kvDType)
         var options = EngineOptions()
+        options.precision = precision
         options.maxKVBytes = layout.blockByteCount * 12
         let tight = try Engine(model: model, threads: pool, options: options)
-        let roomy = try makeEngine("synthetic:tiny")
+        #expect(tight.kv.layout.dtype == kvDType)
+        let roomy = try makeEngine("synthetic:tiny", precision: precision)
         let prompt = (0..<200).map { 3 + $0 }  // 7 blocks; each sample needs 2 more of its own
         let a = try tight.generate(request(prompt, n: 8, maxTokens: 40, temperature: 1, seed: 5))
         let b = try roomy.generate(request(prompt, n: 8, maxTokens: 40, temperature: 1, seed: 5))
