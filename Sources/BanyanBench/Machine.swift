@@ -16,6 +16,10 @@ public struct MachineDescription: Codable, Sendable {
     public var peakGFLOPs: Double
     /// Same with `matmulFast` (bf16 activations, `vdpbf16ps`) when the CPU has AVX512_BF16.
     public var peakFastGFLOPs: Double?
+    /// Instruction roofs, all threads: register-only float32 FMA chains and `vdpbf16ps` chains
+    /// (nil where the CPU lacks them). No real product reaches these; they bound what a kernel could.
+    public var instructionPeakGFLOPs: Double?
+    public var instructionPeakBF16GFLOPs: Double?
     public var os: String
 
     /// One line for a table header.
@@ -23,6 +27,11 @@ public struct MachineDescription: Codable, Sendable {
         var s = "\(cpu), \(cores) cores, \(threads) threads, \(kernels); bandwidth \(Format.number(bandwidthGBps)) GB/s, "
         s += "matmul peak \(Format.number(peakGFLOPs)) GFLOP/s"
         if let p = peakFastGFLOPs { s += " (bf16 fast \(Format.number(p)))" }
+        if let f = instructionPeakGFLOPs {
+            s += "; instruction roof f32 FMA \(Format.number(f))"
+            if let b = instructionPeakBF16GFLOPs { s += ", bf16 dot \(Format.number(b))" }
+            s += " GFLOP/s"
+        }
         return s
     }
 
@@ -34,7 +43,10 @@ public struct MachineDescription: Codable, Sendable {
         return MachineDescription(cpu: cpuModel(), cores: ProcessInfo.processInfo.activeProcessorCount,
                                   threads: threads.threadCount, memoryBytes: Int(ProcessInfo.processInfo.physicalMemory),
                                   kernels: KernelDispatch.description, bandwidthGBps: bw, peakGFLOPs: peak,
-                                  peakFastGFLOPs: fast, os: ProcessInfo.processInfo.operatingSystemVersionString)
+                                  peakFastGFLOPs: fast,
+                                  instructionPeakGFLOPs: Probes.instructionPeak(.f32FMA, threads: threads),
+                                  instructionPeakBF16GFLOPs: Probes.instructionPeak(.bf16Dot, threads: threads),
+                                  os: ProcessInfo.processInfo.operatingSystemVersionString)
     }
 
     static func cpuModel() -> String {
@@ -95,6 +107,25 @@ public enum Probes {
         var total: Float = 0
         for t in 0..<tasks { total += sums[t] }
         if total == -1 { print("") }
+        return best
+    }
+
+    /// Instruction roof in GFLOP/s with every thread running register-only chains (best of 3
+    /// passes of ~50 ms); nil where the CPU lacks the instructions.
+    public static func instructionPeak(_ kind: InstructionPeak.Kind, threads: ThreadPool) -> Double? {
+        let iterations = 4_000_000
+        let tasks = threads.threadCount
+        let flops = UnsafeMutablePointer<Double>.allocate(capacity: tasks)
+        defer { flops.deallocate() }
+        var best = 0.0
+        for _ in 0..<3 {
+            let t0 = DispatchTime.now().uptimeNanoseconds
+            threads.parallelFor(tasks) { t in flops[t] = InstructionPeak.run(kind, iterations: iterations) }
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - t0) / 1e9
+            let total = (0..<tasks).reduce(0.0) { $0 + flops[$1] }
+            if total == 0 { return nil }
+            best = max(best, total / seconds / 1e9)
+        }
         return best
     }
 

@@ -56,3 +56,15 @@ public enum KernelDispatch {
 public enum Precision: String, Sendable, CaseIterable {
     case exact, fast
 }
+
+/// Register-only arithmetic probes (C, `peak_x86.c`): the core's instruction roof that kernels are
+/// compared with, as opposed to the rate any real product reaches.
+public enum InstructionPeak {
+    public enum Kind: Sendable { case f32FMA, bf16Dot }
+
+    /// FLOPs done by `iterations` rounds of independent chains on the calling thread; 0 where the
+    /// CPU lacks the instructions (every non-x86 CPU: there is no portable probe).
+    public static func run(_ kind: Kind, iterations: Int) -> Double {
+        banyan_peak_probe(kind == .f32FMA ? Int32(BANYAN_PEAK_F32) : Int32(BANYAN_PEAK_BF16), iterations)
+    }
+}

@@ -323,9 +323,116 @@ TBF16 INLINE void tile_fast(int wt, int MR, int NR, const float *x, long ldx, co
 
 DEFINE_TILE_DISPATCH(tiles_fast, tile_fast, TBF16, BANYAN_W_BF16)
 
+// Packed variant for M > 1: each x tile is rounded to bf16 once ([kc/32][MR][32], zero-padded)
+// instead of once per weight panel, which left the conversions, not the dot products, as the
+// bottleneck. Rounding (cvtne2ps, nearest even) and every accumulator's chain are the same as
+// tile_fast's, so M = 1 and M > 1 give the same bits.
+TBF16 static void pack_x_bf16(const float *x, long ldx, int mr, long kc, uint16_t *xp) {
+    for (long kk = 0; kk < kc; kk += 32) {
+        long r = kc - kk;
+        __mmask16 lo = (__mmask16)(r >= 16 ? 0xFFFF : (1u << r) - 1);
+        __mmask16 hi = (__mmask16)(r >= 32 ? 0xFFFF : r <= 16 ? 0 : (1u << (r - 16)) - 1);
+        for (int i = 0; i < mr; i++, xp += 32) {
+            const float *xr = x + i * ldx + kk;
+            __m512bh v = _mm512_cvtne2ps_pbh(_mm512_maskz_loadu_ps(hi, xr + 16), _mm512_maskz_loadu_ps(lo, xr));
+            _mm512_store_si512((void *)xp, (__m512i)v);
+        }
+    }
+}
+
+TBF16 INLINE void tile_fastp(int MR, int NR, const uint16_t *xp, const uint16_t *wb, long ldw, long kc,
+                             const uint16_t *wnext, float *acc, int first, int last, float *out, long ldo) {
+    __m512 a[MR][NR];
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++)
+            a[i][j] = first ? _mm512_setzero_ps() : _mm512_load_ps(acc + (j * MR_MAX + i) * 16);
+    long kk = 0;
+    for (; kk + 32 <= kc; kk += 32) {  // 32 bf16 = one cache line of each W row
+        for (int j = 0; j < NR; j++) _mm_prefetch((const char *)(wnext + j * ldw + kk), _MM_HINT_T0);
+        __m512bh wv[NR];
+        for (int j = 0; j < NR; j++) wv[j] = (__m512bh)_mm512_loadu_si512(wb + j * ldw + kk);
+        for (int i = 0; i < MR; i++) {
+            __m512bh xv = (__m512bh)_mm512_load_si512((const void *)(xp + i * 32));
+            for (int j = 0; j < NR; j++) a[i][j] = _mm512_dpbf16_ps(a[i][j], xv, wv[j]);
+        }
+        xp += MR * 32;
+    }
+    if (kk < kc) {
+        __mmask32 m = (__mmask32)((1ull << (kc - kk)) - 1);
+        __m512bh wv[NR];
+        for (int j = 0; j < NR; j++) wv[j] = (__m512bh)_mm512_maskz_loadu_epi16(m, wb + j * ldw + kk);
+        for (int i = 0; i < MR; i++) {
+            __m512bh xv = (__m512bh)_mm512_load_si512((const void *)(xp + i * 32));
+            for (int j = 0; j < NR; j++) a[i][j] = _mm512_dpbf16_ps(a[i][j], xv, wv[j]);
+        }
+    }
+    for (int i = 0; i < MR; i++)
+        for (int j = 0; j < NR; j++) {
+            if (last) out[i * ldo + j] = reduce16(a[i][j]);
+            else _mm512_store_ps(acc + (j * MR_MAX + i) * 16, a[i][j]);
+        }
+}
+
+#define FPTILE_ARGS xp, w, ldw, kc, wnext, acc, first, last, out, ldo
+#define FPCASES_MR(NR)                                                                            \
+    case 1 * 16 + NR: tile_fastp(1, NR, FPTILE_ARGS); break;                                      \
+    case 2 * 16 + NR: tile_fastp(2, NR, FPTILE_ARGS); break;                                      \
+    case 3 * 16 + NR: tile_fastp(3, NR, FPTILE_ARGS); break;                                      \
+    case 4 * 16 + NR: tile_fastp(4, NR, FPTILE_ARGS); break;                                      \
+    case 5 * 16 + NR: tile_fastp(5, NR, FPTILE_ARGS); break;                                      \
+    case 6 * 16 + NR: tile_fastp(6, NR, FPTILE_ARGS); break;                                      \
+    case 7 * 16 + NR: tile_fastp(7, NR, FPTILE_ARGS); break;                                      \
+    case 8 * 16 + NR: tile_fastp(8, NR, FPTILE_ARGS); break;
+TBF16 static void ptiles_fast(int mr, int nr, const uint16_t *xp, const uint16_t *w, long ldw, long kc,
+                              const uint16_t *wnext, float *acc, int first, int last, float *out, long ldo) {
+    switch (mr * 16 + nr) {
+        FPCASES_MR(1)
+        FPCASES_MR(2)
+        FPCASES_MR(3)
+        default: abort();
+    }
+}
+
+static _Thread_local uint16_t *xpack16 = NULL;
+static _Thread_local size_t xpack16_count = 0;
+
+#ifndef FAST_KC
+#define FAST_KC 1024
+#endif
+
 void banyan_matmul_fast_bf16(const float *x, long rows, long k, const uint16_t *w, long n0, long n1,
                              float *out, long ldo) {
-    drive(tiles_fast, 16, MR512, NR512, x, rows, k, w, BANYAN_W_BF16, n0, n1, out, ldo);
+    if (rows == 1) {
+        drive(tiles_fast, 16, MR512, NR512, x, rows, k, w, BANYAN_W_BF16, n0, n1, out, ldo);
+        return;
+    }
+    long kcb = k <= FAST_KC + FAST_KC / 2 ? k : FAST_KC;  // a multiple of 32: any gives the same bits
+    size_t xn = (size_t)MR512 * ((kcb + 31) / 32 * 32);
+    if (xn > xpack16_count) {
+        free(xpack16);
+        xpack16 = aligned_alloc(64, xn * 2);
+        if (!xpack16) abort();
+        xpack16_count = xn;
+    }
+    float *acc = NULL;
+    if (kcb < k) {
+        acc = scratch_for((size_t)(n1 - n0 + NR512) * MR_MAX * 16);
+        if (!acc) abort();
+    }
+    for (long m = 0; m < rows; m += MR512) {
+        int mr = (int)(rows - m < MR512 ? rows - m : MR512);
+        for (long kb = 0; kb < k; kb += kcb) {
+            long kc = k - kb < kcb ? k - kb : kcb;
+            int first = kb == 0, last = kb + kc == k;
+            pack_x_bf16(x + m * k + kb, k, mr, kc, xpack16);
+            for (long n = n0; n < n1; n += NR512) {
+                int r = (int)(n1 - n < NR512 ? n1 - n : NR512);
+                const uint16_t *wt0 = w + n * k + kb;
+                ptiles_fast(mr, r, xpack16, wt0, k, kc, wt0 + NR512 * k,
+                            acc ? acc + (n - n0) * MR_MAX * 16 : NULL, first, last, out + m * ldo + n, ldo);
+            }
+        }
+    }
 }
 
 // ================================ AVX2 ======================================================

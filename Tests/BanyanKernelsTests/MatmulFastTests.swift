@@ -23,7 +23,8 @@ import BanyanTestSupport
         print("matmulFast seed \(seed)")
         var rng = SeededRNG(seed: seed)
         let pools = [ThreadPool(threadCount: 1), ThreadPool(threadCount: 3)]
-        for (k, n) in [(k: 1, n: 3), (k: 31, n: 9), (k: 33, n: 25), (k: 200, n: 51), (k: 1043, n: 29)] {
+        // k = 2081 > 1536 runs the K-blocked path (accumulators spilled between 1024-wide blocks).
+        for (k, n) in [(k: 1, n: 3), (k: 31, n: 9), (k: 33, n: 25), (k: 200, n: 51), (k: 1043, n: 29), (k: 2081, n: 10)] {
             var bytes = randomWeightBytes(.bf16, rows: n, cols: k, scale: 1, rng: &rng)
             bytes.withUnsafeMutableBytes { raw in
                 let w = WeightMatrix(dtype: .bf16, rows: n, cols: k, base: UnsafeRawPointer(raw.baseAddress!))

@@ -32,6 +32,14 @@ void banyan_matmul_avx2(const float *x, long rows, long k, const void *w, int wt
 void banyan_matmul_fast_bf16(const float *x, long rows, long k, const uint16_t *w,
                              long n0, long n1, float *out, long ldo);
 
+// ---- Peak probes ----------------------------------------------------------------------------
+
+/// Instruction kinds for `banyan_peak_probe`: float32 FMA (AVX-512, else AVX2) and vdpbf16ps.
+enum { BANYAN_PEAK_F32 = 0, BANYAN_PEAK_BF16 = 1 };
+/// Runs `iterations` rounds of independent register-only accumulator chains on the calling thread
+/// and returns the FLOPs done (0 when the CPU lacks the instructions): the core's arithmetic roof.
+double banyan_peak_probe(int kind, long iterations);
+
 // ---- Attention ------------------------------------------------------------------------------
 
 /// One KV block (32 tokens) for every query of one (task, KV head): partial softmax of each
