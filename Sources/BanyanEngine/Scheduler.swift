@@ -302,7 +302,7 @@ final class BatchRun {
             let u = unitFor(r, k)
             guard u.ready else {
                 enqueue(u)
-                if prefillFirst { for (r2, k2) in queue[head...] { enqueue(unitFor(r2, k2)) } }
+                if prefillFirst { for (r2, k2) in queue[head...] { enqueue(unitFor(r2, k2)) } } else { lookAhead() }
                 return
             }
             let req = requests[r]
@@ -331,6 +331,32 @@ final class BatchRun {
             } else {
                 live.append(s)
             }
+        }
+    }
+
+    /// Queues the prefill of the requests after the head too, so one step's token budget holds
+    /// several prompts (BatchLLM's token batching) rather than one prompt per step. Bounded by the
+    /// step budget, the batch slots and memory: a unit is queued only if its prompt and the whole
+    /// future of every sample up to it fit beside what is already reserved, so prefilling ahead
+    /// never takes memory the head of the queue will need.
+    func lookAhead() {
+        let budget = engine.options.prefillChunk
+        var pending = prefillQueue.reduce(0) { $0 + $1.tokens.count - $1.done }
+        var need = 0, slots = live.count
+        var i = head
+        while i < queue.count, pending < budget, slots < engine.options.maxBatch {
+            let (r, k) = queue[i]
+            i += 1
+            if failed.contains(r) { continue }
+            let v = unitFor(r, k), req = requests[r]
+            slots += 1
+            need += (v.endPosition + req.maxTokens + C - 1) / C - v.endPosition / C
+            if v.ready || v.queued { continue }
+            guard v.parent?.ready ?? true else { break }  // its parent is still being prefilled
+            need += (v.tokens.count - v.done + C - 1) / C + 1
+            guard fits(need) else { break }
+            enqueue(v)
+            pending += v.tokens.count - v.done
         }
     }
 

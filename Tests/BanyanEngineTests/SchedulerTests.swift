@@ -66,6 +66,28 @@ struct SchedulerTests {
         #expect(lru >= tree.tokenCount)
     }
 
+    /// Token batching: the prefills of several queued prompts share a step (within the step's
+    /// token budget) instead of one prompt per step, under every policy; outputs stay as alone.
+    @Test("several prompts are prefilled in one step", arguments: [SchedulingPolicy.prefixTree, .fcfsLRU, .noSharing])
+    func tokenBatching(_ policy: SchedulingPolicy) throws {
+        let engine = try makeEngine("builtin:stories260k")
+        let requests = (0..<16).map { q -> BatchRequest in
+            var r = BatchRequest(prompt: storyPrompt + (0..<12).map { 3 + (q * 31 + $0 * 7) % 500 })
+            r.maxTokens = 3; r.ignoreEOS = true; r.sampling = SamplingParameters(temperature: 0)
+            return r
+        }
+        let (outputs, stats) = runAll(engine, requests, policy: policy)
+        // One prompt per step would take at least 16 prefill steps; 16 prompts of ≤ 52 tokens fit
+        // a 256-row budget in 4 steps (plus the shared prefix first, plus 3 decode steps).
+        #expect(stats.steps <= 10, "\(stats.steps) steps")
+        for (i, r) in requests.enumerated() {
+            var alone = GenerateRequest(prompt: r.prompt)
+            alone.maxTokens = r.maxTokens; alone.sampling = r.sampling; alone.ignoreEOS = true
+            #expect(try #require(outputs[i]).completions.map(\.tokens) == engine.generate(alone).completions.map(\.tokens))
+        }
+        #expect(engine.kv.pool.usedCount == 0)
+    }
+
     @Test("echo gives the prompt's log-probabilities, equal to scoring the prompt")
     func echo() throws {
         let engine = try makeEngine("builtin:stories260k")
