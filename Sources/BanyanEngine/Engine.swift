@@ -34,9 +34,9 @@ public struct EngineOptions: Sendable {
     public init() {}
 
     /// f32 under `exact` precision (conformance with transformers at 1e-4 needs unrounded K/V), bf16
-    /// under `fast` (half the KV memory and bandwidth; K/V rounded with relative error ≤ 2⁻⁹).
+    /// under `fast` and `bf16` (half the KV memory and bandwidth; K/V rounded with relative error ≤ 2⁻⁹).
     public static func defaultKVDType(precision: Precision) -> DType {
-        precision == .fast ? .bf16 : .f32
+        precision == .exact ? .f32 : .bf16
     }
 }
 

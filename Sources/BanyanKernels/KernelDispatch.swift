@@ -41,6 +41,13 @@ public enum KernelDispatch {
     /// Whether `matmulFast` (bf16 dot products) can run: AVX512_BF16 present and portable not forced.
     public static var fastMatmulAvailable: Bool { active == .avx512bf16 }
 
+    /// Whether bf16 dot products outrun float32 FMA products on this CPU, so `fast` precision uses
+    /// them. Measured (docs/BENCHMARKS.md): AMD Zen 4 runs vdpbf16ps at 4x its FMA rate (matmulFast
+    /// 2x matmul); Intel Sapphire/Emerald Rapids at half, where matmul beats matmulFast by 25-35%.
+    /// A CPUID rule rather than a timing probe, so a machine's outputs never depend on how busy it
+    /// was when the engine started.
+    public static var bf16ProductsFaster: Bool { fastMatmulAvailable && banyan_cpu_is_amd() != 0 }
+
     /// The path the next matmul uses.
     public static var active: KernelPath { forcePortable ? .portable : detected }
 
@@ -50,11 +57,13 @@ public enum KernelDispatch {
     }
 }
 
-/// How linear layers treat activations. `exact` keeps them float32 through every product; `fast`
-/// rounds them to bf16 inside products with bf16 weights where the CPU has bf16 dot products
-/// (AVX512_BF16), as other engines do. Both accumulate in float32; elsewhere `fast` runs `exact`.
+/// How linear layers treat activations; all accumulate in float32. `exact` keeps them float32
+/// through every product. `bf16` rounds them to bf16 inside products with bf16 weights where the
+/// CPU has bf16 dot products (AVX512_BF16), as other engines do. `fast` is whichever of the two runs
+/// faster on this CPU (`KernelDispatch.bf16ProductsFaster`). Without AVX512_BF16 all three run `exact`
+/// products; `fast` and `bf16` still differ from `exact` in their default KV type (bf16).
 public enum Precision: String, Sendable, CaseIterable {
-    case exact, fast
+    case exact, fast, bf16
 }
 
 /// Register-only arithmetic probes (C, `peak_x86.c`): the core's instruction roof that kernels are

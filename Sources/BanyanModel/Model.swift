@@ -21,15 +21,21 @@ public final class Model: @unchecked Sendable {
         precision = Model.defaultPrecision(weights: weights.dtype)
     }
 
-    /// `fast` for 16-bit weights, as other engines run them (activations rounded to bf16 inside the
-    /// products, float32 accumulation); `exact` for float32 weights, whose users asked for float32.
+    /// `fast` for 16-bit weights, as other engines run them (bf16 KV; activations rounded to bf16
+    /// inside the products where that is faster); `exact` for float32 weights, whose users asked for float32.
     public static func defaultPrecision(weights dtype: DType) -> Precision {
         dtype == .f32 ? .exact : .fast
     }
 
-    /// Whether `fast` precision really changes anything here (bf16 weights and bf16 dot products).
+    /// Whether the linear layers run bf16 dot products (bf16 weights, a precision that asks for them
+    /// and a CPU that has them).
     public var usesBF16Products: Bool {
-        precision == .fast && weights.dtype == .bf16 && KernelDispatch.fastMatmulAvailable
+        guard weights.dtype == .bf16 && KernelDispatch.fastMatmulAvailable else { return false }
+        switch precision {
+        case .exact: return false
+        case .bf16: return true
+        case .fast: return KernelDispatch.bf16ProductsFaster
+        }
     }
 
     /// Loads `spec`: a Hugging Face folder, `synthetic:NAME` (optionally `synthetic:NAME:f32|f16|bf16`),

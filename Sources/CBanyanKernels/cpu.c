@@ -37,8 +37,15 @@ static int feature_bits(void) {
 int banyan_cpu_has_avx2(void) { return feature_bits() & 1; }
 int banyan_cpu_has_avx512(void) { return (feature_bits() >> 1) & 1; }
 int banyan_cpu_has_avx512bf16(void) { return (feature_bits() >> 2) & 1; }
+int banyan_cpu_is_amd(void) {
+    unsigned a, b, c, d;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return 0;
+    // "AuthenticAMD" in EBX, EDX, ECX order.
+    return b == 0x68747541u && d == 0x69746e65u && c == 0x444d4163u;
+}
 #else
 int banyan_cpu_has_avx2(void) { return 0; }
 int banyan_cpu_has_avx512(void) { return 0; }
 int banyan_cpu_has_avx512bf16(void) { return 0; }
+int banyan_cpu_is_amd(void) { return 0; }
 #endif

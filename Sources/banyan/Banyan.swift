@@ -35,10 +35,10 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "A tokenizer.json (or folder) to use instead of the model folder's.")
     var tokenizer: String?
 
-    @Option(help: "Linear-layer activations: exact (float32 through every product) or fast (rounded to bf16 inside products with bf16 weights, on CPUs with AVX512_BF16). Default: fast for 16-bit weights, exact for f32.")
+    @Option(help: "Linear-layer activations: exact (float32 through every product), bf16 (rounded to bf16 inside products with bf16 weights, on CPUs with AVX512_BF16) or fast (whichever of the two is faster on this CPU; `banyan info` shows which). Default: fast for 16-bit weights, exact for f32.")
     var precision: Precision?
 
-    @Option(help: "KV cache element type: f32, bf16 or f16 (default: f32 under --precision exact, bf16 under fast).")
+    @Option(help: "KV cache element type: f32, bf16 or f16 (default: f32 under --precision exact, bf16 otherwise).")
     var kvDtype: DType?
 
     func validate() throws {

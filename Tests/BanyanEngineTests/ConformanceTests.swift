@@ -67,9 +67,10 @@ struct NumericSetting: Sendable, CustomStringConvertible {
     let precision: Precision
     let kvDType: DType?
     var description: String { "\(precision)" + (kvDType.map { " kv \($0)" } ?? "") }
-    /// exact (f32 KV), fast (bf16 KV by default), exact with bf16 KV.
+    /// exact (f32 KV), fast and bf16 (bf16 KV by default; bf16 forces the bf16 products that fast
+    /// uses only where they are faster), exact with bf16 KV.
     static let all = [NumericSetting(precision: .exact, kvDType: nil), NumericSetting(precision: .fast, kvDType: nil),
-                      NumericSetting(precision: .exact, kvDType: .bf16)]
+                      NumericSetting(precision: .bf16, kvDType: nil), NumericSetting(precision: .exact, kvDType: .bf16)]
 }
 @Suite("Conformance with transformers")
 struct ConformanceTests {

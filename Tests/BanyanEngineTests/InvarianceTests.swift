@@ -49,7 +49,7 @@ struct InvarianceTests {
         #expect(Set(eight.map(\.tokens)).count > 1)
     }
 
-    @Test("fast precision (bf16 products) is batch-invariant too", arguments: [Precision.exact, .fast])
+    @Test("every precision (bf16 products included) is batch-invariant", arguments: Precision.allCases)
     func precisionInvariance(_ precision: Precision) throws {
         let engine = try makeEngine("synthetic:tiny", precision: precision)
         let prompt = (0..<70).map { 3 + $0 * 7 % 500 }
@@ -125,7 +125,7 @@ struct InvarianceTests {
     }
 
     @Test("a tight KV budget makes samples wait for memory (same outputs); a prompt that cannot fit is a clear error",
-          arguments: [Precision.exact, .fast])
+          arguments: Precision.allCases)
     func budget(precision: Precision) throws {
         let pool = ThreadPool(threadCount: 2)
         let model = try Model.load("synthetic:tiny", threads: pool)

@@ -11,6 +11,8 @@ int banyan_cpu_has_avx512bf16(void);
 int banyan_cpu_has_avx512(void);
 /// AVX2 + FMA + F16C usable: CPU support and OS-enabled ymm state.
 int banyan_cpu_has_avx2(void);
+/// 1 when CPUID's vendor is AMD (x86-64 only).
+int banyan_cpu_is_amd(void);
 
 // ---- Matmul ---------------------------------------------------------------------------------
 
