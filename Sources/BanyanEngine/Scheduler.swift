@@ -341,7 +341,7 @@ final class BatchRun {
     /// never takes memory the head of the queue will need.
     func lookAhead() {
         let budget = engine.options.prefillChunk
-        var pending = prefillQueue.reduce(0) { $0 + $1.tokens.count - $1.done }
+        var pending = prefillQueue.reduce(0) { $0 + tokensToCompute($1) }
         var need = 0, slots = live.count
         var i = head
         while i < queue.count, pending < budget, slots < engine.options.maxBatch {
@@ -352,12 +352,32 @@ final class BatchRun {
             slots += 1
             need += (v.endPosition + req.maxTokens + C - 1) / C - v.endPosition / C
             if v.ready || v.queued { continue }
-            guard v.parent?.ready ?? true else { break }  // its parent is still being prefilled
-            need += (v.tokens.count - v.done + C - 1) / C + 1
+            if let parent = v.parent, !parent.ready {
+                // The next group's shared prefix is not prefilled yet: queue it (ancestors first) so
+                // it rides along with this group's steps; v itself waits for it.
+                var path: [PrefillUnit] = []
+                var x: PrefillUnit? = parent
+                while let y = x, !y.ready, !y.queued { path.append(y); x = y.parent }
+                let work = path.map(tokensToCompute)
+                need += work.reduce(0) { $0 + ($1 + C - 1) / C + 1 }
+                if !path.isEmpty && fits(need) { enqueue(parent) }
+                break
+            }
+            let work = tokensToCompute(v)
+            need += (work + C - 1) / C + 1
             guard fits(need) else { break }
             enqueue(v)
-            pending += v.tokens.count - v.done
+            pending += work
         }
+    }
+
+    /// Prompt rows `u` still has to run. Under fcfs-lru a unit not yet started will reuse the cached
+    /// full blocks of its prompt, so only the rest counts against the step budget (as vLLM counts a
+    /// request's computed tokens before scheduling it); an estimate, since the cache may change
+    /// before `start` looks again.
+    func tokensToCompute(_ u: PrefillUnit) -> Int {
+        guard u.seq == nil, let cache, !u.echo else { return u.tokens.count - u.done }
+        return u.tokens.count - min(cache.lookup(u.prompt).count, (u.tokens.count - 1) / C) * C
     }
 
     // MARK: - Steps
@@ -381,6 +401,8 @@ final class BatchRun {
         var budget = max(engine.options.prefillChunk - step.decodeCount, min(32, engine.options.prefillChunk))
         for u in prefillQueue where budget > 0 {
             if u.seq == nil {
+                // A unit waits for its parent's prefill; units queued after it (another group's) may run.
+                if !(u.parent?.ready ?? true) { continue }
                 guard start(u, alone: live.isEmpty && step.chunks.isEmpty) else { break }
             }
             let count = min(budget, u.tokens.count - u.done)

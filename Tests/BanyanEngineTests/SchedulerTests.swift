@@ -88,6 +88,33 @@ struct SchedulerTests {
         #expect(engine.kv.pool.usedCount == 0)
     }
 
+    /// FCFS+LRU counts only the rows a request will compute against the step budget: prompts that
+    /// reuse a cached 200-token block (6 full blocks) need 18 rows each, so the queued ones share a
+    /// step instead of each claiming its whole prompt's 210 rows (one prompt per step).
+    @Test("fcfs-lru packs cache-hitting prompts into one step's budget")
+    func lruBudgetCountsCachedRows() throws {
+        let engine = try makeEngine("builtin:stories260k")
+        let shared = (0..<200).map { 3 + ($0 * 37) % 500 }
+        let requests = (0..<24).map { q -> BatchRequest in
+            var r = BatchRequest(prompt: shared + (0..<10).map { 3 + (q * 29 + $0 * 11) % 500 })
+            r.maxTokens = 3; r.ignoreEOS = true; r.sampling = SamplingParameters(temperature: 0)
+            return r
+        }
+        let (outputs, stats) = runAll(engine, requests, policy: .fcfsLRU)
+        // Whole prompts counted: two prompts a step, ≥ 12 prefill steps (measured 15 in all).
+        // Cached rows skipped: the first two prompts, then the other 22 (396 rows) in two or three
+        // steps, and 3 decode steps.
+        #expect(stats.steps <= 9, "\(stats.steps) steps")
+        // Two prompts start before the block is cached (both compute it), the rest reuse 192 tokens.
+        #expect(stats.prefillRows == 2 * 210 + 22 * 18, "\(stats.prefillRows) prefill rows")
+        for (i, r) in requests.enumerated() {
+            var alone = GenerateRequest(prompt: r.prompt)
+            alone.maxTokens = r.maxTokens; alone.sampling = r.sampling; alone.ignoreEOS = true
+            #expect(try #require(outputs[i]).completions.map(\.tokens) == engine.generate(alone).completions.map(\.tokens))
+        }
+        #expect(engine.kv.pool.usedCount == 0)
+    }
+
     @Test("echo gives the prompt's log-probabilities, equal to scoring the prompt")
     func echo() throws {
         let engine = try makeEngine("builtin:stories260k")
