@@ -283,12 +283,17 @@ final class BatchRun {
         if u.users == 0, let s = u.seq { kv.free(s); u.seq = nil; u.lastLogits = [] }
     }
 
-    /// Queues `u` and its unprefilled ancestors (ancestors first).
-    func enqueue(_ u: PrefillUnit) {
+    /// `u` and its ancestors that are neither prefilled nor queued, ancestors first.
+    func unqueuedPath(to u: PrefillUnit) -> [PrefillUnit] {
         var path: [PrefillUnit] = []
         var x: PrefillUnit? = u
-        while let y = x, !y.ready, !y.queued { path.insert(y, at: 0); x = y.parent }
-        for y in path { y.queued = true; prefillQueue.append(y) }
+        while let y = x, !y.ready, !y.queued { path.append(y); x = y.parent }
+        return path.reversed()
+    }
+
+    /// Queues `u` and its unprefilled ancestors (ancestors first).
+    func enqueue(_ u: PrefillUnit) {
+        for y in unqueuedPath(to: u) { y.queued = true; prefillQueue.append(y) }
     }
 
     // MARK: - Admission
@@ -355,11 +360,8 @@ final class BatchRun {
             if let parent = v.parent, !parent.ready {
                 // The next group's shared prefix is not prefilled yet: queue it (ancestors first) so
                 // it rides along with this group's steps; v itself waits for it.
-                var path: [PrefillUnit] = []
-                var x: PrefillUnit? = parent
-                while let y = x, !y.ready, !y.queued { path.append(y); x = y.parent }
-                let work = path.map(tokensToCompute)
-                need += work.reduce(0) { $0 + ($1 + C - 1) / C + 1 }
+                let path = unqueuedPath(to: parent)
+                need += path.reduce(0) { $0 + (tokensToCompute($1) + C - 1) / C + 1 }
                 if !path.isEmpty && fits(need) { enqueue(parent) }
                 break
             }
@@ -376,8 +378,16 @@ final class BatchRun {
     /// request's computed tokens before scheduling it); an estimate, since the cache may change
     /// before `start` looks again.
     func tokensToCompute(_ u: PrefillUnit) -> Int {
-        guard u.seq == nil, let cache, !u.echo else { return u.tokens.count - u.done }
-        return u.tokens.count - min(cache.lookup(u.prompt).count, (u.tokens.count - 1) / C) * C
+        guard u.seq == nil, let blocks = reusableCachedBlocks(u) else { return u.tokens.count - u.done }
+        return u.tokens.count - blocks.count * C
+    }
+
+    /// fcfs-lru: the cached full blocks a not-yet-started `u` reuses; nil without a cache or with
+    /// echo (which needs every prompt row's logits). At least one token is left to compute: its
+    /// logits are needed.
+    func reusableCachedBlocks(_ u: PrefillUnit) -> [BlockID]? {
+        guard let cache, !u.echo else { return nil }
+        return Array(cache.lookup(u.prompt).prefix((u.tokens.count - 1) / C))
     }
 
     // MARK: - Steps
@@ -421,9 +431,10 @@ final class BatchRun {
         return step
     }
 
-    /// Starts prefilling `u`: fork its (ready) parent, or reuse cached blocks, or start empty.
+    /// Starts prefilling `u`: fork its parent (the caller checks it is ready), or reuse cached blocks,
+    /// or start empty.
     func start(_ u: PrefillUnit, alone: Bool) -> Bool {
-        guard u.parent?.ready ?? true else { return false }
+        precondition(u.parent?.ready ?? true, "a unit starts only after its parent is prefilled")
         guard fits((u.tokens.count + C - 1) / C + 1) || alone else { return false }
         if let p = u.parent {
             guard let seq = try? kv.fork(p.seq!) else { return false }
@@ -434,9 +445,7 @@ final class BatchRun {
                 }
             }
             release(p)
-        } else if let cache, !u.echo {
-            // Keep at least one token to compute: its logits are needed.
-            let blocks = Array(cache.lookup(u.prompt).prefix((u.tokens.count - 1) / C))
+        } else if let blocks = reusableCachedBlocks(u) {
             u.seq = kv.createSequence(sharing: blocks)
             u.done = blocks.count * C
         } else {

@@ -46,7 +46,10 @@ public enum KernelDispatch {
     /// 2x matmul); Intel Sapphire/Emerald Rapids at half, where matmul beats matmulFast by 25-35%.
     /// A CPUID rule rather than a timing probe, so a machine's outputs never depend on how busy it
     /// was when the engine started.
-    public static var bf16ProductsFaster: Bool { fastMatmulAvailable && banyan_cpu_is_amd() != 0 }
+    public static var bf16ProductsFaster: Bool { fastMatmulAvailable && vendorIsAMD }
+
+    /// CPUID's vendor, read once (CPUID traps to the hypervisor in a VM; the step asks every time).
+    private static let vendorIsAMD = banyan_cpu_is_amd() != 0
 
     /// The path the next matmul uses.
     public static var active: KernelPath { forcePortable ? .portable : detected }
