@@ -18,6 +18,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
     ],
     targets: [
         // -O3 measurably matters for the intrinsics kernels: prefill 110-128 GFLOP/s with it, ~50
@@ -29,7 +30,8 @@ let package = Package(
         .target(name: "BanyanAttention", dependencies: ["BanyanKernels", "BanyanKV"], swiftSettings: kernelSettings),
         .target(name: "BanyanModel", dependencies: ["BanyanKernels", "BanyanKV", "BanyanAttention"],
                 resources: [.copy("Builtin")], swiftSettings: strict),
-        .target(name: "BanyanEngine", dependencies: ["BanyanModel", "BanyanKV", "BanyanAttention", "BanyanTokenizer"],
+        .target(name: "BanyanEngine", dependencies: ["BanyanModel", "BanyanKV", "BanyanAttention", "BanyanTokenizer",
+                                                     .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                 swiftSettings: strict),
         .target(name: "BanyanBench", dependencies: ["BanyanEngine", "BanyanModel", "BanyanAttention", "BanyanKV", "BanyanKernels"],
                 swiftSettings: strict),

@@ -9,14 +9,14 @@ public enum BatchEndpoint: String, Sendable {
     case chatCompletions = "/v1/chat/completions"
 }
 
-/// One valid input line, turned into engine requests: one `BatchRequest` per prompt (a completions
+/// One valid input line, turned into engine requests: one `Request` per prompt (a completions
 /// `prompt` list gives several; choice index = prompt index * n + sample index).
 public struct BatchItem: Sendable {
     /// 1-based line number in the input file.
     public var line: Int
     public var customID: String
     public var endpoint: BatchEndpoint
-    public var requests: [BatchRequest]
+    public var requests: [Request]
     /// The body's `model`, echoed back when given.
     public var model: String?
     /// completions `logprobs` / chat `top_logprobs` when log-probabilities were asked for, else nil.
@@ -94,7 +94,7 @@ public struct BatchInputParser {
         }
         if let v = body["stream"], v != .null, v != .bool(false) { throw BatchError.invalid("body.stream must be false in a batch, got \(v.brief)") }
 
-        var template = BatchRequest(prompt: [])
+        var template = Request(prompt: [])
         let n = try int(body, "n") ?? 1
         guard n >= 1 else { throw BatchError.invalid("body.n must be at least 1, got \(n)") }
         template.n = n
@@ -165,7 +165,7 @@ public struct BatchInputParser {
         guard let m = maxTokens, m >= 1 else { throw BatchError.invalid("body.max_tokens must be at least 1, got \(maxTokens ?? 0)") }
         template.maxTokens = m
         template.topLogprobs = item.logprobs ?? 0
-        template.echo = item.echo && item.logprobs != nil
+        template.promptLogprobsFrom = item.echo && item.logprobs != nil ? 1 : nil
         item.requests = prompts.enumerated().map { i, p in
             var r = template
             r.prompt = p

@@ -77,7 +77,7 @@ public struct BatchJob {
         progress?.start(total: summary.lineCount, alreadyDone: summary.lineCount - items.count)
 
         // One engine request per prompt; a line's record is written when all its prompts are done.
-        var requests: [BatchRequest] = []
+        var requests: [Request] = []
         var owner: [(item: Int, prompt: Int)] = []
         for (i, item) in items.enumerated() {
             for (p, r) in item.requests.enumerated() { requests.append(r); owner.append((i, p)) }

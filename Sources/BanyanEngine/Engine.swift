@@ -9,10 +9,14 @@ import BanyanTokenizer
 public enum EngineError: BanyanError {
     case invalidRequest(String)
     case contextExceeded(String)
+    /// The waiting queue is full (HTTP 503).
+    case overloaded(String)
+    /// The engine is shutting down (HTTP 503).
+    case unavailable(String)
 
     public var description: String {
         switch self {
-        case .invalidRequest(let m), .contextExceeded(let m): return m
+        case .invalidRequest(let m), .contextExceeded(let m), .overloaded(let m), .unavailable(let m): return m
         }
     }
 }
@@ -40,11 +44,6 @@ public struct EngineOptions: Sendable {
     }
 }
 
-/// Why a completion ended.
-public enum FinishReason: String, Sendable, Codable {
-    case length, eos, stop
-}
-
 /// A generation request: N samples of each `prompt + suffix`.
 public struct GenerateRequest: Sendable {
     public var prompt: [Int]
@@ -69,7 +68,7 @@ public struct Completion: Sendable {
     public var logprobs: [Double]
     public var text: String?
     public var finishReason: FinishReason
-    /// Top alternatives per token when asked for (`BatchRequest.topLogprobs`).
+    /// Top alternatives per token when asked for (`Request.topLogprobs`).
     public var topLogprobs: [[TokenLogprob]] = []
 }
 

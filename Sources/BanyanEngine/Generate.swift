@@ -26,8 +26,8 @@ extension Engine {
         if !r.stopStrings.isEmpty && tokenizer == nil {
             throw EngineError.invalidRequest("--stop needs a tokenizer, and this model has none (use stop token ids)")
         }
-        let requests: [BatchRequest] = suffixes.enumerated().map { i, suffix in
-            var b = BatchRequest(prompt: r.prompt + suffix)
+        let requests: [Request] = suffixes.enumerated().map { i, suffix in
+            var b = Request(prompt: r.prompt + suffix)
             b.n = r.n
             b.maxTokens = r.maxTokens
             b.sampling = r.sampling

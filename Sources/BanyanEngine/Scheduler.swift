@@ -11,24 +11,6 @@ public struct TokenLogprob: Sendable, Equatable {
     public init(token: Int, logprob: Double) { self.token = token; self.logprob = logprob }
 }
 
-/// A request of a batch: `n` samples of one prompt.
-public struct BatchRequest: Sendable {
-    public var prompt: [Int]
-    public var n = 1
-    public var maxTokens = 16
-    public var sampling = SamplingParameters()
-    public var stopTokenIDs: Set<Int> = []
-    public var stopStrings: [String] = []
-    public var ignoreEOS = false
-    /// Top alternatives reported per generated token (0: none).
-    public var topLogprobs = 0
-    /// Also report the prompt tokens' log-probabilities.
-    public var echo = false
-    /// Sample k draws from `SequenceRNG(seed, rngIndexOffset + k)`.
-    public var rngIndexOffset = 0
-    public init(prompt: [Int]) { self.prompt = prompt }
-}
-
 /// The result of one request: its samples in order, plus prompt log-probabilities when asked.
 public struct BatchOutput: Sendable {
     public var completions: [Completion]
@@ -110,7 +92,7 @@ extension Engine {
     /// Every sample's arithmetic depends only on its own tokens and RNG stream, so outputs equal
     /// running each request alone, whatever the policy and batch.
     @discardableResult
-    public func runBatch(_ requests: [BatchRequest], policy: SchedulingPolicy = .prefixTree, prefillFirst: Bool = false,
+    public func runBatch(_ requests: [Request], policy: SchedulingPolicy = .prefixTree, prefillFirst: Bool = false,
                          onFinish: (Int, Result<BatchOutput, any Error>) -> Void) -> BatchStats {
         withoutActuallyEscaping(onFinish) { onFinish in
             BatchRun(engine: self, requests: requests, policy: policy, prefillFirst: prefillFirst, onFinish: onFinish).run()
@@ -124,7 +106,7 @@ extension Engine {
 final class BatchRun {
     let engine: Engine
     let kv: KVCache
-    let requests: [BatchRequest]
+    let requests: [Request]
     let policy: SchedulingPolicy
     let prefillFirst: Bool
     let onFinish: (Int, Result<BatchOutput, any Error>) -> Void
@@ -144,7 +126,7 @@ final class BatchRun {
     var failed: Set<Int> = []
     var stats = BatchStats()
 
-    init(engine: Engine, requests: [BatchRequest], policy: SchedulingPolicy, prefillFirst: Bool,
+    init(engine: Engine, requests: [Request], policy: SchedulingPolicy, prefillFirst: Bool,
          onFinish: @escaping (Int, Result<BatchOutput, any Error>) -> Void) {
         self.engine = engine
         kv = engine.kv
@@ -244,7 +226,7 @@ final class BatchRun {
                 var u: PrefillUnit? = unitFor(r, k)
                 u!.users += 1
                 u!.needsLogits = true
-                if requests[r].echo {
+                if (requests[r].promptLogprobsFrom != nil) {
                     var e = u
                     while let x = e { x.echo = true; x.parent?.needsLogits = true; e = x.parent }
                 }
@@ -525,7 +507,7 @@ final class BatchRun {
             }
         }
         var promptLogprobs: [Double]? = nil
-        if requests[r].echo {
+        if (requests[r].promptLogprobsFrom != nil) {
             var path: [PrefillUnit] = []
             var u: PrefillUnit? = unitFor(r, 0)
             while let x = u { path.insert(x, at: 0); u = x.parent }
@@ -560,7 +542,7 @@ extension Engine {
     }
 
     /// Takes the sample's newest token into its completion unless it ends it; true when finished.
-    func acceptToken(_ s: inout LiveSample, into c: inout Completion, request r: BatchRequest) -> Bool {
+    func acceptToken(_ s: inout LiveSample, into c: inout Completion, request r: Request) -> Bool {
         let t = s.next
         let eos = !r.ignoreEOS && config.eosTokenIDs.contains(t)
         if eos || r.stopTokenIDs.contains(t) {
@@ -589,7 +571,7 @@ extension Engine {
     }
 
     /// Checks one request against the model: token ids, context, sampling values.
-    func validate(_ r: BatchRequest) throws {
+    public func validate(_ r: Request) throws {
         guard !r.prompt.isEmpty else { throw EngineError.invalidRequest("the prompt is empty") }
         guard r.n >= 1 else { throw EngineError.invalidRequest("n must be at least 1, got \(r.n)") }
         guard r.maxTokens >= 1 else { throw EngineError.invalidRequest("max_tokens must be at least 1, got \(r.maxTokens)") }

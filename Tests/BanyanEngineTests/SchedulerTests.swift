@@ -8,15 +8,15 @@ import BanyanTestSupport
 
 /// A shuffled few-shot-like batch over stories260k: a shared block, a few shared sub-blocks, many
 /// questions, some with several samples; token prompts.
-func fewShotBatch(seed: UInt64, temperature: Float) -> [BatchRequest] {
+func fewShotBatch(seed: UInt64, temperature: Float) -> [Request] {
     var rng = SeededRNG(seed: seed)
     let shots = storyPrompt + storyPrompt.reversed()  // 80 shared tokens
-    var out: [BatchRequest] = []
+    var out: [Request] = []
     for q in 0..<14 {
         let group = q % 3
         let sub = (0..<(7 * group)).map { 10 + ($0 * 13 + group) % 400 }
         let question = (0..<Int.random(in: 1...9, using: &rng)).map { _ in Int.random(in: 3..<500, using: &rng) }
-        var r = BatchRequest(prompt: (q == 5 ? [] : shots) + sub + question)
+        var r = Request(prompt: (q == 5 ? [] : shots) + sub + question)
         r.n = q % 4 == 0 ? 3 : 1
         r.maxTokens = Int.random(in: 1...10, using: &rng)
         r.sampling = SamplingParameters(temperature: temperature, topK: 40, topP: 0.9, seed: UInt64(q))
@@ -27,7 +27,7 @@ func fewShotBatch(seed: UInt64, temperature: Float) -> [BatchRequest] {
     return out
 }
 
-func runAll(_ engine: Engine, _ requests: [BatchRequest], policy: SchedulingPolicy) -> ([BatchOutput?], BatchStats) {
+func runAll(_ engine: Engine, _ requests: [Request], policy: SchedulingPolicy) -> ([BatchOutput?], BatchStats) {
     var outputs = [BatchOutput?](repeating: nil, count: requests.count)
     let stats = engine.runBatch(requests, policy: policy) { i, result in outputs[i] = try? result.get() }
     return (outputs, stats)
@@ -71,8 +71,8 @@ struct SchedulerTests {
     @Test("several prompts are prefilled in one step", arguments: [SchedulingPolicy.prefixTree, .fcfsLRU, .noSharing])
     func tokenBatching(_ policy: SchedulingPolicy) throws {
         let engine = try makeEngine("builtin:stories260k")
-        let requests = (0..<16).map { q -> BatchRequest in
-            var r = BatchRequest(prompt: storyPrompt + (0..<12).map { 3 + (q * 31 + $0 * 7) % 500 })
+        let requests = (0..<16).map { q -> Request in
+            var r = Request(prompt: storyPrompt + (0..<12).map { 3 + (q * 31 + $0 * 7) % 500 })
             r.maxTokens = 3; r.ignoreEOS = true; r.sampling = SamplingParameters(temperature: 0)
             return r
         }
@@ -95,8 +95,8 @@ struct SchedulerTests {
     func lruBudgetCountsCachedRows() throws {
         let engine = try makeEngine("builtin:stories260k")
         let shared = (0..<200).map { 3 + ($0 * 37) % 500 }
-        let requests = (0..<24).map { q -> BatchRequest in
-            var r = BatchRequest(prompt: shared + (0..<10).map { 3 + (q * 29 + $0 * 11) % 500 })
+        let requests = (0..<24).map { q -> Request in
+            var r = Request(prompt: shared + (0..<10).map { 3 + (q * 29 + $0 * 11) % 500 })
             r.maxTokens = 3; r.ignoreEOS = true; r.sampling = SamplingParameters(temperature: 0)
             return r
         }
@@ -131,7 +131,7 @@ struct SchedulerTests {
     @Test("top logprobs are sorted, include the greedy choice first, and sum below one")
     func topLogprobs() throws {
         let engine = try makeEngine("builtin:stories260k")
-        var r = BatchRequest(prompt: storyPrompt)
+        var r = Request(prompt: storyPrompt)
         r.maxTokens = 6; r.topLogprobs = 5; r.sampling.temperature = 0; r.ignoreEOS = true
         let (outputs, _) = runAll(engine, [r], policy: .prefixTree)
         let c = try #require(outputs[0]).completions[0]
