@@ -225,8 +225,8 @@ struct Info: ParsableCommand {
 
     func run() throws {
         let pool = ThreadPool(threadCount: options.threads)
-        let model = try Model.load(options.model, threads: pool)
-        if let p = options.precision { model.precision = p }
+        let loaded = try Model.load(options.model, threads: pool)
+        let model = options.precision.map { loaded.with(precision: $0) } ?? loaded
         let c = model.config
         let kvDType = options.kvDtype ?? EngineOptions.defaultKVDType(precision: model.precision)
         let fields: [(String, JSON)] = [
