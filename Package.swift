@@ -35,7 +35,10 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "BanyanBench", dependencies: ["BanyanEngine", "BanyanModel", "BanyanAttention", "BanyanKV", "BanyanKernels"],
                 swiftSettings: strict),
-        .target(name: "BanyanBatch", dependencies: ["BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanKV"],
+        // OpenAI request bodies -> engine requests, chat templates, choice formatting: shared by batch and serve.
+        .target(name: "BanyanOpenAI", dependencies: ["BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanKV"],
+                swiftSettings: strict),
+        .target(name: "BanyanBatch", dependencies: ["BanyanOpenAI", "BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanKV"],
                 swiftSettings: strict),
         .executableTarget(name: "banyan", dependencies: [
             "BanyanEngine", "BanyanTokenizer", "BanyanBench", "BanyanBatch",
@@ -50,6 +53,7 @@ let package = Package(
         .testTarget(name: "BanyanEngineTests", dependencies: ["BanyanEngine", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanBenchTests", dependencies: ["BanyanBench", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanBatchTests", dependencies: ["BanyanBatch", "BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanOpenAITests", dependencies: ["BanyanOpenAI", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanCLITests", dependencies: ["BanyanTestSupport"], swiftSettings: strict),
     ]
 )
