@@ -65,7 +65,7 @@ let package = Package(
         .testTarget(name: "BanyanEngineTests", dependencies: ["BanyanEngine", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanBenchTests", dependencies: ["BanyanBench", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanBatchTests", dependencies: ["BanyanBatch", "BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanTestSupport"], swiftSettings: strict),
-        .testTarget(name: "BanyanOpenAITests", dependencies: ["BanyanOpenAI", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanOpenAITests", dependencies: ["BanyanOpenAI", "BanyanEngine", "BanyanModel", "BanyanKernels", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanServerTests", dependencies: [
             "BanyanServer", "BanyanOpenAI", "BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanTestSupport",
             .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -5,6 +5,8 @@ import BanyanEngine
 import BanyanOpenAI
 import BanyanServer
 
+extension Logger.Level: @retroactive ExpressibleByArgument {}
+
 struct Serve: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Serve the OpenAI API (/v1/completions, /v1/chat/completions, /v1/models, /tokenize, /detokenize, /health, /metrics) over HTTP.",
@@ -24,6 +26,7 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "How requests share prompt KV: fcfs-lru (FCFS + LRU prefix cache), prefix-tree or none.")
     var scheduler: SchedulingPolicy = .fcfsLRU
     @Option(help: "Largest request body in bytes (larger ones get HTTP 413).") var maxBodyBytes: Int = 32 << 20
+    @Option(help: "Log level on stderr: trace, debug, info, notice, warning, error or critical.") var logLevel: Logger.Level = .info
 
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be in 0...65535, got \(port)") }
@@ -35,7 +38,8 @@ struct Serve: AsyncParsableCommand {
 
     func run() async throws {
         LoggingSystem.bootstrap(StreamLogHandler.standardError)
-        let logger = Logger(label: "banyan.serve")
+        var logger = Logger(label: "banyan.serve")
+        logger.logLevel = logLevel
         let engine = try options.makeEngine()
         if let b = maxBatch { engine.options.maxBatch = b }
         let template = try engine.model.folder.flatMap { try ChatTemplate.load(modelFolder: $0) }
