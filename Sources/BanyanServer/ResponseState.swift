@@ -18,11 +18,12 @@ struct ResponseState: Sendable {
     var outputs: [[SampleOutput]]
     var promptLogprobs: [[Double]?]
     var usage: [RequestUsage?]
-    // Streaming, per choice: the decoder of token texts, the next text offset, and whether the
-    // choice has sent anything yet (its first chunk carries the echoed prompt).
+    // Streaming, per choice: the decoder of token texts, the next text offset, whether the choice
+    // has sent anything yet (its first chunk carries the echoed prompt) and whether it has ended.
     var decoders: [IncrementalDecoder?]
     var textOffsets: [Int]
     var started: [Bool]
+    var ended: [Bool]
     var rolesSent = false
 
     init(body: OpenAIRequest, format: ChoiceFormatter, metrics: ServerMetrics, model: String) {
@@ -38,6 +39,7 @@ struct ResponseState: Sendable {
         decoders = (0..<choiceCount).map { _ in format.pieceDecoder() }
         textOffsets = Array(repeating: 0, count: choiceCount)
         started = Array(repeating: false, count: choiceCount)
+        ended = started
     }
 
     mutating func apply(_ e: TaggedEvent) {
@@ -95,6 +97,13 @@ struct ResponseState: Sendable {
                                      text: d.text, finish: nil)]))
         case .sampleFinished(let index, let reason):
             out.append(chunk([choice(prompt: p, sample: index, tokens: [], logprobs: [], topLogprobs: [], text: "", finish: reason)]))
+        case .finished:
+            // Every choice ends with a finish_reason, even one the engine closed without a
+            // sampleFinished (a scored prompt generates no sample).
+            for k in 0..<body.n where !ended[p * body.n + k] {
+                out.append(chunk([choice(prompt: p, sample: k, tokens: [], logprobs: [], topLogprobs: [], text: "",
+                                         finish: outputs[p][k].finishReason)]))
+            }
         default:
             break
         }
@@ -108,6 +117,7 @@ struct ResponseState: Sendable {
         let c = p * body.n + k
         let first = !started[c]
         started[c] = true
+        if finish != nil { ended[c] = true }
         let finishReason = finish.map { JSONOutput.string(format.finishReason($0)) } ?? .null
         var pieces = format.pieces(tokens, decoder: &decoders[c], finish: finish != nil)
         if body.endpoint == .chatCompletions {

@@ -93,7 +93,7 @@ public enum ServerError: BanyanError, HTTPResponseError {
         case let e as EngineError:
             switch e {
             case .invalidRequest(let m): self = .badRequest(m, code: "invalid_request", param: nil)
-            case .contextExceeded(let m): self = .badRequest(m, code: "context_length_exceeded", param: "max_tokens")
+            case .contextExceeded(let m): self = .badRequest(m, code: "context_length_exceeded", param: nil)
             case .overloaded(let m), .unavailable(let m): self = .unavailable(m)
             }
         case let KVError.outOfMemory(needed, free, budget):

@@ -178,6 +178,15 @@ struct ServerTests {
             let values = try #require(lp["token_logprobs"] as? [Any])
             #expect(values.count == g.prompt.count + 1 && values.first is NSNull && values.dropFirst().allSatisfy { ($0 as? Double).map { $0 <= 0 } == true })
             #expect((lp["tokens"] as? [String])?.count == values.count && (lp["text_offset"] as? [Int])?.first == 0)
+            // Streamed, the echoed prompt and its logprobs lead the choice's first chunk.
+            let streamed = try await post(client, "/v1/completions", ["prompt": "Once upon a time", "max_tokens": 1, "temperature": 0,
+                                                                      "echo": true, "logprobs": 1, "stream": true])
+            let choices = streamed.events.dropLast().map(object).compactMap { ($0["choices"] as? [[String: Any]])?.first }
+            #expect(choices.compactMap { $0["text"] as? String }.joined() == c["text"] as? String)
+            let streamedValues = choices.flatMap { (($0["logprobs"] as? [String: Any])?["token_logprobs"] as? [Any]) ?? [] }
+            #expect(streamedValues.count == values.count && streamedValues.first is NSNull)
+            let offsets = choices.flatMap { (($0["logprobs"] as? [String: Any])?["text_offset"] as? [Int]) ?? [] }
+            #expect(offsets == lp["text_offset"] as? [Int])
         }
     }
 
@@ -271,7 +280,7 @@ struct ServerTests {
         (#"{"prompt": [1, 2], "presence_penalty": 0.5}"#, 400, "invalid_request", "presence_penalty"),
         (#"{"prompt": [1, 2], "response_format": {"type": "json_object"}}"#, 400, "invalid_request", "response_format"),
         (#"{"prompt": [1, 2], "stream_options": {"include_usage": true}}"#, 400, "invalid_request", "stream_options"),
-        (#"{"prompt": [1, 2], "max_tokens": 600}"#, 400, "context_length_exceeded", "max_tokens"),
+        (#"{"prompt": [1, 2], "max_tokens": 600}"#, 400, "context_length_exceeded", ""),
         (#"{"prompt": [1, 99999]}"#, 400, "invalid_request", ""),
         (#"{"prompt": "text needs a tokenizer"}"#, 400, "invalid_request", "prompt"),
         (#"{"prompt": [1, 2], "model": "gpt-4"}"#, 404, "model_not_found", ""),
