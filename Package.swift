@@ -60,6 +60,7 @@ let package = Package(
 
         .testTarget(name: "BanyanKernelsTests", dependencies: ["BanyanKernels", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanTokenizerTests", dependencies: ["BanyanTokenizer", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanKVTests", dependencies: ["BanyanKV", "BanyanKernels", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanAttentionTests", dependencies: ["BanyanAttention", "BanyanKV", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanModelTests", dependencies: ["BanyanModel", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanEngineTests", dependencies: ["BanyanEngine", "BanyanTestSupport"], swiftSettings: strict),

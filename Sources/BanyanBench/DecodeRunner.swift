@@ -18,53 +18,32 @@ public enum BenchError: BanyanError {
     }
 }
 
-/// Drives `Model.forward` directly for the suites: a prefix tree is prefilled once, then decode is
-/// timed over forks of it in each attention mode, so one prefill serves every mode, batch and repeat.
-/// A step does what `Engine.generate`'s step does (append KV, build the plan from the block tables,
-/// forward, pick the next token per row) minus sampling filters: the next token is the argmax.
+/// Times decode for the suites through the engine's step driver: a prefix tree is prefilled once,
+/// then decode is timed over forks of it in each attention mode, so one prefill serves every mode,
+/// batch and repeat. A step is the scheduler's step (append KV, plan from the block tables,
+/// forward) minus sampling filters: the next token is the argmax.
 final class DecodeRunner {
-    let model: Model
-    let threads: ThreadPool
-    let kv: KVCache
-    let buffers: StepBuffers
+    let engine: Engine
     let prefillChunk = 256
 
     init(model: Model, threads: ThreadPool, maxKVBytes: Int) throws {
-        self.model = model
-        self.threads = threads
-        let c = model.config
-        // The KV element type the engine would use for this model (bf16 under fast precision).
-        let dtype = EngineOptions.defaultKVDType(precision: model.precision)
-        kv = KVCache(pool: try KVBlockPool(layout: KVLayout(layerCount: c.layerCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim,
-                                                            dtype: dtype),
-                                           budgetBytes: maxKVBytes))
-        buffers = StepBuffers(config: c)
+        var options = EngineOptions()
+        options.threadCount = threads.threadCount
+        options.maxKVBytes = maxKVBytes
+        engine = try Engine(model: model, threads: threads, options: options)
     }
 
-    var config: ModelConfig { model.config }
+    var model: Model { engine.model }
+    var kv: KVCache { engine.kv }
+    var config: ModelConfig { engine.config }
     var blockTokens: Int { kv.layout.blockTokenCount }
 
     /// One forward step; returns each row's argmax next token for `logitRows`.
     @discardableResult
     func step(tokens: [Int32], sequences: [SequenceID], positions: [Int], logitRows: [Int], mode: AttentionMode) -> [Int32] {
-        var tables: [SequenceID: [BlockID]] = [:]
-        var rows: [AttentionRow] = []
-        rows.reserveCapacity(tokens.count)
-        for (s, p) in zip(sequences, positions) {
-            let blocks = tables[s] ?? kv.blocks(s)
-            tables[s] = blocks
-            rows.append(AttentionRow(sequence: s, blocks: blocks, position: p))
-        }
-        let plan = AttentionPlan(rows: rows, blockTokenCount: blockTokens, mode: mode)
-        model.forward(StepInput(tokens: tokens, rows: rows, logitRows: logitRows), plan: plan, kv: kv.pool,
-                      buffers: buffers, threads: threads)
+        let logits = engine.step(tokens: tokens, sequences: sequences, positions: positions, logitRows: logitRows, attention: mode)
         let vocab = config.vocabularySize
-        return logitRows.indices.map { i in
-            let row = buffers.logits + i * vocab
-            var best = 0
-            for v in 1..<vocab where row[v] > row[best] { best = v }
-            return Int32(best)
-        }
+        return logitRows.indices.map { i in Int32(Sampler.argmax(logits + i * vocab, count: vocab)) }
     }
 
     /// Appends `tokens` to each sequence and runs them in steps of at most `prefillChunk` rows (rows of

@@ -50,7 +50,7 @@ public enum EngineBench {
             for _ in 0..<cfg.repeats where skipped == nil {
                 for mode in cfg.modes where skipped == nil {
                     engine.options.attention = mode
-                    var request = GenerateRequest(prompt: prompt)
+                    var request = Request(prompt: prompt)
                     request.n = batch
                     request.maxTokens = cfg.gen
                     request.ignoreEOS = true
@@ -114,17 +114,17 @@ public enum EngineBench {
         let shortPrompt = DecodeRunner.tokens(16, vocab: c.vocabularySize, seed: 2)
         let longPrompt = DecodeRunner.tokens(prefillTokens, vocab: c.vocabularySize, seed: 3)
         for _ in 0..<repeats {
-            var r = GenerateRequest(prompt: shortPrompt)
+            var r = Request(prompt: shortPrompt)
             r.maxTokens = decodeTokens; r.ignoreEOS = true; r.sampling = SamplingParameters(temperature: 0)
             let g = try engine.generate(r)
             decodeRates.append(Double(g.completionTokens) / g.decodeSeconds)
             progress?.advance("batch-1 decode")
-            var p = GenerateRequest(prompt: longPrompt)
+            var p = Request(prompt: longPrompt)
             p.maxTokens = 1; p.ignoreEOS = true; p.sampling = SamplingParameters(temperature: 0)
             prefillSeconds.append(try engine.generate(p).prefillSeconds)
             progress?.advance("prefill \(prefillTokens)")
             // 64 samples of the short prompt: every step is a 64-row product through every matrix.
-            var b = GenerateRequest(prompt: shortPrompt)
+            var b = Request(prompt: shortPrompt)
             b.n = batchRows; b.maxTokens = decodeTokens; b.ignoreEOS = true; b.sampling = SamplingParameters(temperature: 0)
             let gb = try engine.generate(b)
             batchedRates.append(Double(gb.completionTokens) / gb.decodeSeconds)

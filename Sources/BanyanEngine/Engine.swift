@@ -31,8 +31,9 @@ public struct EngineOptions: Sendable {
     public var maxBatch: Int = 256
     /// Activation precision of the linear layers; nil keeps the model's (`exact` unless set).
     public var precision: Precision? = nil
-    /// Most rows in one prefill step (longer prompts are prefilled in chunks).
-    public var prefillChunk: Int = 256
+    /// Most rows (tokens) one step computes: decode rows first, prefill chunks in what is left
+    /// (vLLM's `max_num_batched_tokens`); longer prompts are prefilled over several steps.
+    public var maxBatchedTokens: Int = 256
     /// Element type of the KV cache; nil picks `defaultKVDType(precision:)` for the model's precision.
     public var kvDType: DType? = nil
     public init() {}
@@ -42,20 +43,6 @@ public struct EngineOptions: Sendable {
     public static func defaultKVDType(precision: Precision) -> DType {
         precision == .exact ? .f32 : .bf16
     }
-}
-
-/// A generation request: N samples of each `prompt + suffix`.
-public struct GenerateRequest: Sendable {
-    public var prompt: [Int]
-    /// Second-level prompts sharing `prompt`; empty means one empty suffix.
-    public var suffixes: [[Int]] = []
-    public var n: Int = 1
-    public var maxTokens: Int = 64
-    public var sampling = SamplingParameters()
-    public var stopTokenIDs: Set<Int> = []
-    public var stopStrings: [String] = []
-    public var ignoreEOS = false
-    public init(prompt: [Int]) { self.prompt = prompt }
 }
 
 /// One sample's output.
@@ -102,11 +89,13 @@ public final class Engine: @unchecked Sendable {
     let buffers: StepBuffers
 
     public init(model: Model, tokenizer: Tokenizer? = nil, threads: ThreadPool, options: EngineOptions = EngineOptions()) throws {
+        // Numeric settings are fixed for the engine's lifetime; another precision is another Model
+        // value over the same weights, so engines sharing a model never change each other's math.
+        let model = options.precision.map { model.with(precision: $0) } ?? model
         self.model = model
         self.tokenizer = tokenizer
         self.threads = threads
         self.options = options
-        if let p = options.precision { model.precision = p }
         let c = model.config
         let layout = KVLayout(layerCount: c.layerCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim,
                               dtype: options.kvDType ?? EngineOptions.defaultKVDType(precision: model.precision))
@@ -160,7 +149,10 @@ public final class Engine: @unchecked Sendable {
 
     /// Runs one forward step over `rows` (each row one token of a sequence, positions already appended
     /// in the KV cache) and returns the logits of `logitRows`.
-    func step(tokens: [Int32], sequences: [SequenceID], positions: [Int], logitRows: [Int]) -> UnsafeMutablePointer<Float> {
+    /// The one step driver (rows → `AttentionPlan` → `Model.forward` → logits): the scheduler and
+    /// the benchmarks run every model step through it. `attention` overrides the engine's mode (benchmarks).
+    public func step(tokens: [Int32], sequences: [SequenceID], positions: [Int], logitRows: [Int],
+                     attention: AttentionMode? = nil) -> UnsafeMutablePointer<Float> {
         var rows: [AttentionRow] = []
         rows.reserveCapacity(tokens.count)
         var tables: [SequenceID: [BlockID]] = [:]
@@ -169,41 +161,9 @@ public final class Engine: @unchecked Sendable {
             tables[s] = blocks
             rows.append(AttentionRow(sequence: s, blocks: blocks, position: p))
         }
-        let plan = AttentionPlan(rows: rows, blockTokenCount: kv.layout.blockTokenCount, mode: options.attention)
+        let plan = AttentionPlan(rows: rows, blockTokenCount: kv.layout.blockTokenCount, mode: attention ?? options.attention)
         model.forward(StepInput(tokens: tokens, rows: rows, logitRows: logitRows), plan: plan, kv: kv.pool,
                       buffers: buffers, threads: threads)
         return buffers.logits
-    }
-
-    /// Prefills `tokens` into each sequence (appending after what it holds), in chunks of at most
-    /// `prefillChunk` rows shared across sequences. Returns each sequence's last-row logits.
-    func prefill(_ work: [(SequenceID, [Int])]) throws -> [[Float]] {
-        let vocab = config.vocabularySize
-        var last = [[Float]](repeating: [], count: work.count)
-        // Flatten to (work index, token offset) rows and cut into chunks.
-        var pending: [(w: Int, offset: Int)] = []
-        for (i, (_, toks)) in work.enumerated() { for j in 0..<toks.count { pending.append((i, j)) } }
-        var start = 0
-        while start < pending.count {
-            let chunk = pending[start..<min(pending.count, start + options.prefillChunk)]
-            var tokens: [Int32] = [], seqs: [SequenceID] = [], positions: [Int] = [], logitRows: [Int] = []
-            var logitOwners: [Int] = []
-            var firstPosition: [Int: Int] = [:]
-            for (w, offset) in chunk where firstPosition[w] == nil {
-                firstPosition[w] = try kv.append(work[w].0, count: chunk.filter { $0.w == w }.count) - offset
-            }
-            for (r, (w, offset)) in chunk.enumerated() {
-                tokens.append(Int32(work[w].1[offset]))
-                seqs.append(work[w].0)
-                positions.append(firstPosition[w]! + offset)
-                if offset == work[w].1.count - 1 { logitRows.append(r); logitOwners.append(w) }
-            }
-            let logits = step(tokens: tokens, sequences: seqs, positions: positions, logitRows: logitRows)
-            for (i, w) in logitOwners.enumerated() {
-                last[w] = Array(UnsafeBufferPointer(start: logits + i * vocab, count: vocab))
-            }
-            start += chunk.count
-        }
-        return last
     }
 }

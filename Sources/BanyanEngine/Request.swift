@@ -87,3 +87,10 @@ public struct EngineMetrics: Sendable {
     public var steps = 0
     public init() {}
 }
+
+/// Identity of a request inside one scheduler.
+public struct RequestID: Hashable, Sendable, Comparable {
+    public let raw: Int
+    public init(_ raw: Int) { self.raw = raw }
+    public static func < (a: RequestID, b: RequestID) -> Bool { a.raw < b.raw }
+}

@@ -11,27 +11,19 @@ public struct TokenLogprob: Sendable, Equatable {
     public init(token: Int, logprob: Double) { self.token = token; self.logprob = logprob }
 }
 
-/// The result of one request: its samples in order, plus prompt log-probabilities when asked.
-public struct BatchOutput: Sendable {
-    public var completions: [Completion]
-    /// `log p(prompt[i] | prompt[..<i])` for i ≥ 1 (with `echo`).
-    public var promptLogprobs: [Double]?
-    public var promptTokens: Int
-    public var completionTokens: Int { completions.reduce(0) { $0 + $1.tokens.count } }
-}
-
-/// How a batch shares prompt KV.
+/// How the scheduler shares prompt KV and orders waiting requests.
 public enum SchedulingPolicy: String, Sendable, CaseIterable {
-    /// BatchLLM-style: all prompts in one prefix tree before anything runs; each shared node is
-    /// prefilled once and pinned until every request under it has started; requests run grouped.
+    /// BatchLLM-style for batch jobs: waiting requests are kept in prefix-tree order (lexicographic
+    /// by prompt, so every shared prefix's requests are adjacent and run together), over the
+    /// prefix cache.
     case prefixTree = "prefix-tree"
-    /// First come, first served with an LRU cache of full prompt blocks (vLLM/SGLang-style).
+    /// First come, first served over the persistent prefix cache (vLLM/SGLang-style; the server's default).
     case fcfsLRU = "fcfs-lru"
-    /// Nothing shared: every sample prefills its own prompt.
+    /// Nothing shared: no prefix cache, every sample prefills its own prompt.
     case noSharing = "none"
 }
 
-/// Counters of a batch run.
+/// Counters of a scheduler's steps.
 public struct BatchStats: Sendable {
     public var steps = 0
     public var decodeSteps = 0
@@ -42,547 +34,581 @@ public struct BatchStats: Sendable {
     public var kvPeakBytes = 0
 }
 
-/// A run of prompt tokens to prefill into one sequence, forked from its parent unit's.
-final class PrefillUnit {
-    let tokens: [Int]
-    let parent: PrefillUnit?
-    let startPosition: Int
-    var seq: SequenceID?
-    var done = 0
-    var ready = false
-    var queued = false
-    /// Samples and child units that will still fork from this unit's sequence.
-    var users = 0
-    /// Keep last-row logits (a request ends here, or a child wants its first token scored).
-    var needsLogits = false
-    var echo = false
-    var lastLogits: [Float] = []
-    /// echo: log p(tokens[0]) from the parent's last row, and log p(tokens[i + 1]) from row i.
-    var firstLogprob = Double.nan
-    var rowLogprobs: [Double] = []
-    /// fcfs-lru: whole prompt, for the cache lookup at start and the insert when ready.
-    var prompt: [Int] = []
-    var cached = false
+/// The one scheduler every client drives (generate, score, batch through `runBatch`; serve through
+/// `EngineLoop`). It lives as long as its clients want: `add` requests at any time, `abort` them,
+/// and `step` — each step decodes one token for every live sample first, then prefills prompt
+/// chunks of waiting requests within `EngineOptions.maxBatchedTokens` rows.
+///
+/// KV memory: prompts are matched against a persistent `PrefixCache` (not under `none`), so a
+/// request reuses the KV of any earlier request's prompt, finished or running; a request whose
+/// prompt shares more with a prefill still running waits for it instead of computing the shared
+/// part again. Admission takes what a prompt needs now, not its samples' whole future; when decode
+/// cannot grow, cached leaves are evicted, then the newest running work is preempted and later
+/// recomputed. Every row's arithmetic depends only on its own tokens (batch-invariant kernels,
+/// position-aligned KV blocks), so recomputation, cache hits, preemption and whatever else runs
+/// never change a request's output bits.
+public final class Scheduler {
+    public typealias Sink = (Result<RequestEvent, any Error>) -> Void
 
-    init(tokens: [Int], parent: PrefillUnit?) {
-        self.tokens = tokens
-        self.parent = parent
-        startPosition = parent.map { $0.startPosition + $0.tokens.count } ?? 0
-    }
-    var endPosition: Int { startPosition + tokens.count }
-}
-
-/// A sample being decoded.
-struct LiveSample {
-    let request: Int
-    let k: Int
-    let id: SequenceID
-    let promptLength: Int
-    var rng: SequenceRNG
-    var next: Int
-    var decoder: IncrementalDecoder?
-    var text = ""
-}
-
-extension Engine {
-    /// Runs a batch of requests with continuous batching: finished samples free their slot for the
-    /// next, prompt prefill chunks ride along with decode steps (up to `prefillChunk` rows a step),
-    /// and admission keeps the KV budget (a sample is admitted only when its whole future fits).
-    /// `onFinish` is called as each request completes (or fails, e.g. invalid or too large).
-    /// Every sample's arithmetic depends only on its own tokens and RNG stream, so outputs equal
-    /// running each request alone, whatever the policy and batch.
-    @discardableResult
-    public func runBatch(_ requests: [Request], policy: SchedulingPolicy = .prefixTree, prefillFirst: Bool = false,
-                         onFinish: (Int, Result<BatchOutput, any Error>) -> Void) -> BatchStats {
-        withoutActuallyEscaping(onFinish) { onFinish in
-            BatchRun(engine: self, requests: requests, policy: policy, prefillFirst: prefillFirst, onFinish: onFinish).run()
+    final class Sample {
+        let index: Int
+        var rng: SequenceRNG
+        /// Tokens fed to the model: KV holds `prompt + fed`.
+        var fed: [Int] = []
+        /// Sampled and accepted, to be fed next step.
+        var next: Int?
+        var seq: SequenceID?
+        var decoder: IncrementalDecoder?
+        /// Decoded text (UTF-8) and how much of it was sent.
+        var text: [UInt8] = []
+        var sent = 0
+        var completionTokens = 0
+        var finished = false
+        /// Admission order (preemption takes the newest first).
+        var order = 0
+        init(index: Int, rng: SequenceRNG, decoder: IncrementalDecoder?) {
+            self.index = index; self.rng = rng; self.decoder = decoder
         }
     }
-}
 
-/// The state of one `runBatch`: prefill units, the admission queue, live samples, outputs.
-/// Each step: admit samples, build rows (decode first, then prefill chunks), run the model,
-/// consume decode logits, then prefill logits.
-final class BatchRun {
-    let engine: Engine
+    final class Job {
+        let request: Entry
+        let samples: [Sample]
+        /// What the sequence holds when the job is done.
+        let tokens: [Int]
+        let seq: SequenceID
+        var done: Int
+        /// Rows whose logits give prompt log-probabilities: positions `from - 1 ..< tokens.count - 1`.
+        let promptLogprobsFrom: Int?
+        var promptLogprobs: [Double] = []
+        /// The last row's logits draw the samples' first tokens.
+        let wantsLast: Bool
+        var lastLogits: [Float] = []
+        let order: Int
+        init(request: Entry, samples: [Sample], tokens: [Int], seq: SequenceID, done: Int, promptLogprobsFrom: Int?,
+             wantsLast: Bool, order: Int) {
+            self.request = request; self.samples = samples; self.tokens = tokens; self.seq = seq; self.done = done
+            self.promptLogprobsFrom = promptLogprobsFrom; self.wantsLast = wantsLast; self.order = order
+        }
+    }
+
+    final class Entry {
+        let id: RequestID
+        let request: Request
+        let sink: Sink
+        let samples: [Sample]
+        var unfinished: Int
+        var cachedTokens = 0
+        var promptLogprobsSent = false
+        var promptLogprobsJob: Job?
+        var aborted = false
+        init(id: RequestID, request: Request, sink: @escaping Sink, samples: [Sample]) {
+            self.id = id; self.request = request; self.sink = sink; self.samples = samples; unfinished = samples.count
+        }
+    }
+
+    /// Samples of one request waiting to (re)start; they share their context.
+    struct Waiting {
+        let request: Entry
+        var samples: [Sample]
+    }
+
+    public let engine: Engine
+    public let policy: SchedulingPolicy
     let kv: KVCache
-    let requests: [Request]
-    let policy: SchedulingPolicy
-    let prefillFirst: Bool
-    let onFinish: (Int, Result<BatchOutput, any Error>) -> Void
+    let cache: PrefixCache?
     let vocab: Int
     let C: Int
-    let cache: BlockCache?
+    var entries: [RequestID: Entry] = [:]
+    var waiting: [Waiting] = []
+    var live: [Sample] = []
+    var liveEntries: [Entry] = []
+    var jobs: [Job] = []
+    var admissions = 0
+    public private(set) var stats = BatchStats()
+    private var counters = EngineMetrics()
 
-    var endUnit: [Int: PrefillUnit] = [:]          // prefix-tree / fcfs-lru: request -> unit
-    var sampleUnits: [Int: [PrefillUnit]] = [:]    // none: request -> one unit per sample
-    var allUnits: [PrefillUnit] = []
-    var queue: [(request: Int, k: Int)] = []
-    var head = 0
-    var prefillQueue: [PrefillUnit] = []
-    var live: [LiveSample] = []
-    var outputs: [Int: [Completion]] = [:]
-    var remaining: [Int: Int] = [:]
-    var failed: Set<Int> = []
-    var stats = BatchStats()
-
-    init(engine: Engine, requests: [Request], policy: SchedulingPolicy, prefillFirst: Bool,
-         onFinish: @escaping (Int, Result<BatchOutput, any Error>) -> Void) {
+    public init(engine: Engine, policy: SchedulingPolicy) {
         self.engine = engine
-        kv = engine.kv
-        self.requests = requests
         self.policy = policy
-        self.prefillFirst = prefillFirst
-        self.onFinish = onFinish
+        kv = engine.kv
+        cache = policy == .noSharing ? nil : PrefixCache(pool: engine.kv.pool)
         vocab = engine.config.vocabularySize
         C = engine.kv.layout.blockTokenCount
-        cache = policy == .fcfsLRU ? BlockCache(pool: engine.kv.pool) : nil
-    }
-
-    func run() -> BatchStats {
         kv.pool.resetPeak()
-        var valid: [Int] = []
-        for (i, r) in requests.enumerated() {
-            do { try engine.validate(r); valid.append(i) } catch { onFinish(i, .failure(error)) }
+    }
+
+    /// Whether anything is waiting or running.
+    public var hasWork: Bool { !entries.isEmpty }
+
+    /// Queues `request`; its events (or its failure) go to `sink`, on the thread that steps.
+    public func add(_ request: Request, id: RequestID, sink: @escaping Sink) {
+        do {
+            try engine.validate(request)
+            try checkFits(request)
+        } catch {
+            counters.failedRequests += 1
+            sink(.failure(error))
+            return
         }
-        let order = planUnits(valid)
-        queue = order.flatMap { r in (0..<requests[r].n).map { (r, $0) } }
-        for r in valid {
-            remaining[r] = requests[r].n
-            outputs[r] = (0..<requests[r].n).map {
-                Completion(index: $0, suffixIndex: 0, sampleIndex: $0, tokens: [], logprobs: [], text: nil, finishReason: .length)
-            }
+        let samples = (0..<request.n).map {
+            Sample(index: $0, rng: SequenceRNG(seed: request.sampling.seed, index: request.rngIndexOffset + $0),
+                   decoder: engine.tokenizer.map { IncrementalDecoder(tokenizer: $0) })
         }
-        while head < queue.count || !live.isEmpty || !prefillQueue.isEmpty {
-            admit()
-            guard let step = buildStep() else { continue }
-            if step.tokens.isEmpty {
-                if !unblock() { break }
-                continue
-            }
-            let start = DispatchTime.now()
-            let logits = engine.step(tokens: step.tokens, sequences: step.sequences, positions: step.positions,
-                                     logitRows: step.logitRows)
-            let elapsed = seconds(since: start)
-            if step.decodeCount > 0 { stats.decodeSeconds += elapsed; stats.decodeSteps += 1 } else { stats.prefillSeconds += elapsed }
-            stats.steps += 1
-            stats.decodeRows += step.decodeCount
-            stats.prefillRows += step.tokens.count - step.decodeCount
-            consumeDecode(logits)
-            consumePrefill(logits + step.decodeCount * vocab, step)
+        let entry = Entry(id: id, request: request, sink: sink, samples: samples)
+        entries[id] = entry
+        counters.promptTokens += request.prompt.count
+        let items = policy == .noSharing ? samples.map { Waiting(request: entry, samples: [$0]) } : [Waiting(request: entry, samples: samples)]
+        if policy == .prefixTree {
+            // Prefix-tree order: lexicographic by prompt (a depth-first walk of the prompts' trie),
+            // after equal prompts already queued.
+            let at = waiting.firstIndex { request.prompt.lexicographicallyPrecedes($0.request.request.prompt) } ?? waiting.count
+            waiting.insert(contentsOf: items, at: at)
+        } else {
+            waiting.append(contentsOf: items)
         }
-        // Anything left (only after failures) is released.
-        for s in live { kv.free(s.id) }
-        for u in allUnits { if let s = u.seq { kv.free(s); u.seq = nil } }
+    }
+
+    /// A sample that could never fit the KV budget alone is refused up front.
+    func checkFits(_ r: Request) throws {
+        let need = (r.prompt.count + max(r.maxTokens, 1) + C - 1) / C
+        if need > kv.pool.capacity {
+            throw KVError.outOfMemory(neededBlocks: need, freeBlocks: kv.pool.capacity, budgetBytes: kv.pool.budgetBytes)
+        }
+    }
+
+    /// Drops `id` wherever it is and releases its KV; its sink hears nothing more.
+    public func abort(_ id: RequestID) {
+        guard let e = entries[id] else { return }
+        e.aborted = true
+        counters.abortedRequests += 1
+        remove(e)
+    }
+
+    private func fail(_ e: Entry, _ error: any Error) {
+        guard entries[e.id] != nil else { return }
+        counters.failedRequests += 1
+        remove(e)
+        e.sink(.failure(error))
+    }
+
+    private func remove(_ e: Entry) {
+        entries.removeValue(forKey: e.id)
+        for x in e.samples { sampleOwner.removeValue(forKey: ObjectIdentifier(x)) }
+        waiting.removeAll { $0.request === e }
+        for s in e.samples { if let q = s.seq { kv.free(q); s.seq = nil } }
+        live.removeAll { s in e.samples.contains { $0 === s } }
+        for j in jobs where j.request === e { kv.free(j.seq) }
+        jobs.removeAll { $0.request === e }
+        liveEntries = live.map(owner)
+    }
+
+    /// Releases the prefix cache (everything else must be done or aborted).
+    public func close() {
+        for e in Array(entries.values) { abort(e.id) }
         cache?.clear()
+    }
+
+    /// Counters and the KV state, for monitoring.
+    public var metrics: EngineMetrics {
+        var m = counters
+        var running = Set<RequestID>()
+        for e in liveEntries { running.insert(e.id) }
+        for j in jobs { running.insert(j.request.id) }
+        m.runningRequests = running.count
+        m.waitingRequests = Set(waiting.map(\.request.id)).subtracting(running).count
+        m.kvBlocksTotal = kv.pool.capacity
+        m.kvBlocksUsed = kv.pool.usedCount
+        m.kvBlocksCached = cache?.blockCount ?? 0
+        m.steps = stats.steps
+        return m
+    }
+
+    // MARK: - A step
+
+    /// One model step: decode rows for every live sample, then prefill rows up to the token budget.
+    public func step() {
+        makeRoomForDecode()
+        admit()
+        var tokens: [Int32] = [], sequences: [SequenceID] = [], positions: [Int] = [], logitRows: [Int] = []
+        for s in live {
+            positions.append(try! kv.append(s.seq!, count: 1))  // room was made above
+            tokens.append(Int32(s.next!)); sequences.append(s.seq!); logitRows.append(tokens.count - 1)
+        }
+        let decodeCount = tokens.count
+        let maxRows = engine.options.maxBatchedTokens
+        var budget = max(maxRows - decodeCount, min(32, maxRows))
+        var chunks: [(job: Job, from: Int, count: Int, logitRows: [Int])] = []
+        for j in jobs where budget > 0 {
+            let count = min(budget, j.tokens.count - j.done)
+            guard count > 0 else { continue }
+            guard (try? kv.append(j.seq, count: count)) != nil || (evict((count + C - 1) / C + 1) && (try? kv.append(j.seq, count: count)) != nil) else { break }
+            var rows: [Int] = []
+            for p in j.done..<(j.done + count) {
+                tokens.append(Int32(j.tokens[p])); sequences.append(j.seq); positions.append(p)
+                if wantsLogits(j, p) { logitRows.append(tokens.count - 1); rows.append(p) }
+            }
+            chunks.append((j, j.done, count, rows))
+            j.done += count
+            budget -= count
+        }
+        if tokens.isEmpty {
+            // Nothing ran: finish jobs that had nothing to compute, or unblock what is stuck.
+            if jobs.contains(where: { $0.done == $0.tokens.count }) { finishCompletedJobs(); return }
+            if jobs.count > 1 { preemptNewest() } else if let j = jobs.first { fail(j.request, outOfMemory((j.tokens.count - j.done + C - 1) / C)) } else { failStuck() }
+            return
+        }
+        let start = DispatchTime.now()
+        let logits = engine.step(tokens: tokens, sequences: sequences, positions: positions, logitRows: logitRows)
+        let elapsed = seconds(since: start)
+        if decodeCount > 0 { stats.decodeSeconds += elapsed; stats.decodeSteps += 1 } else { stats.prefillSeconds += elapsed }
+        stats.steps += 1
+        stats.decodeRows += decodeCount
+        stats.prefillRows += tokens.count - decodeCount
         stats.kvPeakBytes = kv.pool.peakBytes
-        return stats
-    }
 
-    // MARK: - Planning
-
-    /// Builds the prefill units of `policy` and returns the order requests are admitted in.
-    func planUnits(_ valid: [Int]) -> [Int] {
-        var order = valid
-        switch policy {
-        case .prefixTree:
-            let tree = PrefixTree(valid.map { requests[$0].prompt })
-            var units: [Int: PrefillUnit] = [:]
-            for level in tree.levels {
-                for node in level {
-                    let p = tree.nodes[node].parent!
-                    units[node] = PrefillUnit(tokens: tree.nodes[node].tokens, parent: p == 0 ? nil : units[p])
-                }
-            }
-            for (i, node) in tree.endNodes { endUnit[valid[i]] = units[node]! }
-            // Depth-first keeps requests that share deeper prefixes together; larger subtrees (more
-            // samples reusing the pinned prefix) first.
-            var samples: [Int: Int] = [:]
-            func count(_ n: Int) -> Int {
-                let c = tree.nodes[n].endingHere.reduce(0) { $0 + requests[valid[$1]].n } + tree.nodes[n].children.reduce(0) { $0 + count($1) }
-                samples[n] = c
-                return c
-            }
-            _ = count(0)
-            order = []
-            func visit(_ n: Int) {
-                order += tree.nodes[n].endingHere.map { valid[$0] }
-                for c in tree.nodes[n].children.sorted(by: { samples[$0]! > samples[$1]! }) { visit(c) }
-            }
-            visit(0)
-        case .fcfsLRU:
-            for i in valid {
-                let u = PrefillUnit(tokens: requests[i].prompt, parent: nil)
-                u.prompt = requests[i].prompt
-                endUnit[i] = u
-            }
-        case .noSharing:
-            for i in valid { sampleUnits[i] = (0..<requests[i].n).map { _ in PrefillUnit(tokens: requests[i].prompt, parent: nil) } }
+        for (i, s) in live.enumerated() {
+            s.fed.append(s.next!)
+            s.next = nil
+            draw(s, logits: logits + i * vocab)
         }
-        // Users: each sample forks from its unit; each unit from its parent.
-        var seen = Set<ObjectIdentifier>()
-        for r in valid {
-            for k in 0..<requests[r].n {
-                var u: PrefillUnit? = unitFor(r, k)
-                u!.users += 1
-                u!.needsLogits = true
-                if (requests[r].promptLogprobsFrom != nil) {
-                    var e = u
-                    while let x = e { x.echo = true; x.parent?.needsLogits = true; e = x.parent }
+        var row = decodeCount
+        for chunk in chunks {
+            for p in chunk.logitRows {
+                let l = logits + row * vocab
+                row += 1
+                if let from = chunk.job.promptLogprobsFrom, p >= from - 1, p + 1 < chunk.job.tokens.count {
+                    chunk.job.promptLogprobs.append(Sampler.logProbability(of: chunk.job.tokens[p + 1], logits: l, count: vocab))
                 }
-                while let x = u, !seen.contains(ObjectIdentifier(x)) {
-                    seen.insert(ObjectIdentifier(x))
-                    allUnits.append(x)
-                    x.parent?.users += 1
-                    u = x.parent
+                if p == chunk.job.tokens.count - 1 && chunk.job.wantsLast {
+                    chunk.job.lastLogits = Array(UnsafeBufferPointer(start: l, count: vocab))
                 }
             }
         }
-        return order
+        retireFinished()
+        finishCompletedJobs()
     }
 
-    func unitFor(_ r: Int, _ k: Int) -> PrefillUnit { policy == .noSharing ? sampleUnits[r]![k] : endUnit[r]! }
+    func wantsLogits(_ j: Job, _ p: Int) -> Bool {
+        if j.wantsLast && p == j.tokens.count - 1 { return true }
+        if let from = j.promptLogprobsFrom, p >= from - 1, p + 1 < j.tokens.count { return true }
+        return false
+    }
 
     // MARK: - Memory
 
-    /// Blocks already promised: each live sample's whole future, each started unit's remaining prompt.
-    func reserved() -> Int {
-        live.reduce(0) { sum, s in
-            sum + max(0, (s.promptLength + requests[s.request].maxTokens + C - 1) / C - kv.blocks(s.id).count)
-        } + prefillQueue.reduce(0) { $0 + ($1.seq == nil ? 0 : ($1.tokens.count - $1.done + C - 1) / C + 1) }
+    /// Evicts cached leaves until `blocks` are free; false when it cannot.
+    @discardableResult
+    func evict(_ blocks: Int) -> Bool {
+        let short = blocks - kv.pool.freeCount
+        if short > 0 { cache?.evict(short) }
+        return kv.pool.freeCount >= blocks
     }
 
-    /// Whether `blocks` more fit beside what is reserved (evicting unused cached prefixes if needed).
-    func fits(_ blocks: Int) -> Bool {
-        let free = kv.pool.freeCount - reserved()
-        if free >= blocks { return true }
-        cache?.evict(blocks - free)
-        return kv.pool.freeCount - reserved() >= blocks
+    /// Blocks the live samples take in the coming step (one each that starts a new block).
+    var decodeGrowth: Int { live.reduce(0) { $0 + (kv.length($1.seq!) % C == 0 ? 1 : 0) } }
+
+    /// Frees room for one more token of every live sample: evicts, then preempts the newest work.
+    /// False (after failing it) when a lone sample cannot grow.
+    func makeRoomForDecode() {
+        while !evict(decodeGrowth) {
+            guard live.count + jobs.count > 1 else {
+                if let s = live.first { fail(owner(s), outOfMemory(1)) }
+                return
+            }
+            preemptNewest()
+        }
     }
 
-    func release(_ u: PrefillUnit) {
-        u.users -= 1
-        if u.users == 0, let s = u.seq { kv.free(s); u.seq = nil; u.lastLogits = [] }
+    /// Preempts the most recently admitted prefill or sample.
+    func preemptNewest() {
+        let newestSample = live.max { $0.order < $1.order }
+        let newestJob = jobs.max { $0.order < $1.order }
+        if let j = newestJob, newestSample.map({ j.order > $0.order }) ?? true { preempt(j) } else if let s = newestSample { preempt(s) }
     }
 
-    /// `u` and its ancestors that are neither prefilled nor queued, ancestors first.
-    func unqueuedPath(to u: PrefillUnit) -> [PrefillUnit] {
-        var path: [PrefillUnit] = []
-        var x: PrefillUnit? = u
-        while let y = x, !y.ready, !y.queued { path.append(y); x = y.parent }
-        return path.reversed()
+    func outOfMemory(_ blocks: Int) -> KVError {
+        KVError.outOfMemory(neededBlocks: blocks, freeBlocks: kv.pool.freeCount, budgetBytes: kv.pool.budgetBytes)
     }
 
-    /// Queues `u` and its unprefilled ancestors (ancestors first).
-    func enqueue(_ u: PrefillUnit) {
-        for y in unqueuedPath(to: u) { y.queued = true; prefillQueue.append(y) }
+    /// Back to the front of the queue; resumed later by recomputing its context (mostly from the cache).
+    func preempt(_ s: Sample) {
+        let e = owner(s)
+        kv.free(s.seq!)
+        s.seq = nil
+        live.removeAll { $0 === s }
+        liveEntries = live.map(owner)
+        waiting.insert(Waiting(request: e, samples: [s]), at: 0)
+        counters.preemptions += 1
     }
+
+    func preempt(_ j: Job) {
+        kv.free(j.seq)
+        jobs.removeAll { $0 === j }
+        if j.request.promptLogprobsJob === j { j.request.promptLogprobsJob = nil }
+        waiting.insert(Waiting(request: j.request, samples: j.samples), at: 0)
+        counters.preemptions += 1
+    }
+
+    private var sampleOwner: [ObjectIdentifier: Entry] = [:]
+    func owner(_ s: Sample) -> Entry { sampleOwner[ObjectIdentifier(s)]! }
 
     // MARK: - Admission
 
-    /// Admits samples in order while slots and budget allow; stops at one whose prompt is not ready
-    /// (queueing its prefill) or that must wait for memory.
+    /// Starts prefill jobs for waiting samples, in queue order, while batch slots, the step's token
+    /// budget and memory allow. A request whose prompt a running prefill is about to compute waits
+    /// for it (it will match it in the cache); it does not hold up the requests behind it.
     func admit() {
-        while head < queue.count && live.count < engine.options.maxBatch && !(prefillFirst && !prefillQueue.isEmpty) {
-            let (r, k) = queue[head]
-            if failed.contains(r) { head += 1; continue }
-            let u = unitFor(r, k)
-            guard u.ready else {
-                enqueue(u)
-                if prefillFirst { for (r2, k2) in queue[head...] { enqueue(unitFor(r2, k2)) } } else { lookAhead() }
-                return
-            }
-            let req = requests[r]
-            let need = (u.endPosition + req.maxTokens + C - 1) / C - u.endPosition / C
-            guard fits(need) else {
-                guard live.isEmpty && prefillQueue.isEmpty else { return }  // wait for memory
-                fail(r, KVError.outOfMemory(neededBlocks: need, freeBlocks: kv.pool.freeCount, budgetBytes: kv.pool.budgetBytes))
-                head += 1
+        var slots = engine.options.maxBatch - live.count - jobs.reduce(0) { $0 + $1.samples.count }
+        var budget = max(engine.options.maxBatchedTokens - live.count, min(32, engine.options.maxBatchedTokens))
+            - jobs.reduce(0) { $0 + $1.tokens.count - $1.done }
+        var i = 0
+        while i < waiting.count && slots > 0 && budget > 0 {
+            let item = waiting[i]
+            let e = item.request, r = e.request
+            let first = item.samples[0]
+            let context = r.prompt + first.fed
+            let wantsLast = first.next == nil && r.maxTokens > 0
+            let logprobsFrom = (r.promptLogprobsFrom != nil && !e.promptLogprobsSent && e.promptLogprobsJob == nil) ? r.promptLogprobsFrom : nil
+            var limit = wantsLast ? context.count - 1 : context.count
+            if let f = logprobsFrom { limit = min(limit, f - 1) }
+            let match = cache?.match(context, limit: limit) ?? PrefixCache.Match(length: 0, blocks: [])
+            if cache != nil, jobs.contains(where: { j in
+                let shared = min(commonPrefixLength(context, j.tokens), limit)
+                return shared > match.length && j.done < shared
+            }) {
+                i += 1
                 continue
             }
-            let id: SequenceID
-            do { id = try kv.fork(u.seq!) } catch { fail(r, error); head += 1; continue }
-            var s = LiveSample(request: r, k: k, id: id, promptLength: u.endPosition,
-                               rng: SequenceRNG(seed: req.sampling.seed, index: req.rngIndexOffset + k), next: 0,
-                               decoder: engine.tokenizer.map { IncrementalDecoder(tokenizer: $0) })
-            u.lastLogits.withUnsafeBufferPointer { l in
-                s.next = Sampler.sample(logits: l.baseAddress!, count: vocab, parameters: req.sampling, rng: &s.rng)
-                engine.record(s.next, logits: l.baseAddress!, into: &outputs[r]![k], topK: req.topLogprobs)
+            // Blocks it takes now: its prompt's new blocks (and the copied partial one), plus a
+            // partial copy per sample; one block per live sample is kept for their growth. When
+            // not all samples fit, fewer start now and the rest wait (the prompt stays cached).
+            let promptBlocks: Int = (context.count + C - 1) / C - match.length / C
+            let base: Int = promptBlocks + live.count + jobsStillNeed()
+            var take = min(item.samples.count, slots)
+            // The matched blocks are held while evicting, so eviction cannot take them.
+            for b in match.blocks { kv.pool.retain(b) }
+            defer { for b in match.blocks { kv.pool.release(b) } }
+            if !evict(base + take) { take = min(take, kv.pool.freeCount - base) }
+            guard take >= 1, let seq = try? kv.createSequence(prefix: match.blocks, length: match.length) else {
+                if live.isEmpty && jobs.isEmpty {
+                    fail(e, outOfMemory(base + 1))
+                    continue
+                }
+                return
             }
-            release(u)
-            head += 1
-            // The first token may already end the sample.
-            if engine.acceptToken(&s, into: &outputs[r]![k], request: req) {
-                kv.free(s.id)
-                sampleDone(r)
+            let samples = Array(item.samples.prefix(take))
+            if take < item.samples.count {
+                waiting[i].samples.removeFirst(take)
+                i += 1
             } else {
-                live.append(s)
+                waiting.remove(at: i)
             }
+            admissions += 1
+            let job = Job(request: e, samples: samples, tokens: context, seq: seq, done: match.length,
+                          promptLogprobsFrom: logprobsFrom, wantsLast: wantsLast, order: admissions)
+            if logprobsFrom != nil { e.promptLogprobsJob = job }
+            for s in samples { sampleOwner[ObjectIdentifier(s)] = e }
+            if first.fed.isEmpty && first.next == nil {
+                e.cachedTokens += match.length
+                counters.cachedPromptTokens += match.length
+            }
+            jobs.append(job)
+            slots -= take
+            budget -= context.count - match.length
         }
     }
 
-    /// Queues the prefill of the requests after the head too, so one step's token budget holds
-    /// several prompts (BatchLLM's token batching) rather than one prompt per step. Bounded by the
-    /// step budget, the batch slots and memory: a unit is queued only if its prompt and the whole
-    /// future of every sample up to it fit beside what is already reserved, so prefilling ahead
-    /// never takes memory the head of the queue will need.
-    func lookAhead() {
-        let budget = engine.options.prefillChunk
-        var pending = prefillQueue.reduce(0) { $0 + tokensToCompute($1) }
-        var need = 0, slots = live.count
-        var i = head
-        while i < queue.count, pending < budget, slots < engine.options.maxBatch {
-            let (r, k) = queue[i]
-            i += 1
-            if failed.contains(r) { continue }
-            let v = unitFor(r, k), req = requests[r]
-            slots += 1
-            need += (v.endPosition + req.maxTokens + C - 1) / C - v.endPosition / C
-            if v.ready || v.queued { continue }
-            if let parent = v.parent, !parent.ready {
-                // The next group's shared prefix is not prefilled yet: queue it (ancestors first) so
-                // it rides along with this group's steps; v itself waits for it.
-                let path = unqueuedPath(to: parent)
-                need += path.reduce(0) { $0 + (tokensToCompute($1) + C - 1) / C + 1 }
-                if !path.isEmpty && fits(need) { enqueue(parent) }
+    /// Blocks the running prefills still have to allocate.
+    func jobsStillNeed() -> Int {
+        jobs.reduce(0) { $0 + ($1.tokens.count + C - 1) / C - kv.blocks($1.seq).count }
+    }
+
+    /// Nothing can run: the head of the queue can never fit beside what the cache cannot give back.
+    func failStuck() {
+        guard let item = waiting.first else { return }
+        fail(item.request, outOfMemory((item.request.request.prompt.count + C - 1) / C))
+    }
+
+    // MARK: - Completion
+
+    /// Jobs whose context is complete: prompt log-probabilities out, the prompt into the cache,
+    /// then each sample takes its own sequence and its first token.
+    func finishCompletedJobs() {
+        for j in jobs where j.done == j.tokens.count && entries[j.request.id] != nil {
+            jobs.removeAll { $0 === j }
+            let e = j.request
+            if let from = j.promptLogprobsFrom {
+                e.promptLogprobsSent = true
+                e.promptLogprobsJob = nil
+                e.sink(.success(.promptLogprobs(from: from, logprobs: j.promptLogprobs)))
+            }
+            cache?.insert(j.tokens, blocks: kv.blocks(j.seq))
+            if e.request.maxTokens == 0 {
+                kv.free(j.seq)
+                for s in j.samples { finish(s, e, reason: .length, flush: false) }
+                continue
+            }
+            for (k, s) in j.samples.enumerated() {
+                do {
+                    if k == j.samples.count - 1 {
+                        try kv.detachTail(j.seq)
+                        s.seq = j.seq
+                    } else {
+                        s.seq = try kv.fork(j.seq)
+                    }
+                } catch {
+                    // No room for a sample's own copy of the last block: the rest wait and recompute.
+                    waiting.insert(Waiting(request: e, samples: Array(j.samples[k...])), at: 0)
+                    kv.free(j.seq)
+                    break
+                }
+                admissions += 1
+                s.order = admissions
+                live.append(s)
+                if s.next == nil {
+                    j.lastLogits.withUnsafeBufferPointer { draw(s, logits: $0.baseAddress!) }
+                }
+            }
+        }
+        retireFinished()
+        liveEntries = live.map(owner)
+    }
+
+    /// Samples `s`'s next token from `logits`, records it and ends the sample if it is done.
+    func draw(_ s: Sample, logits: UnsafePointer<Float>) {
+        let e = owner(s), r = e.request
+        let t = Sampler.sample(logits: logits, count: vocab, parameters: r.sampling, rng: &s.rng)
+        let eos = !r.ignoreEOS && engine.config.eosTokenIDs.contains(t)
+        if eos || r.stopTokenIDs.contains(t) {
+            finish(s, e, reason: eos ? .eos : .stop, flush: true)
+            return
+        }
+        counters.generatedTokens += 1
+        var delta = SampleDelta(index: s.index, tokens: [t], logprobs: [Sampler.logProbability(of: t, logits: logits, count: vocab)],
+                                topLogprobs: r.topLogprobs > 0 ? [Sampler.topLogprobs(logits: logits, count: vocab, k: r.topLogprobs)] : [],
+                                text: "")
+        s.completionTokens += 1
+        if var decoder = s.decoder {
+            s.text += Array(((try? decoder.append(t)) ?? "").utf8)
+            s.decoder = decoder
+        }
+        // Stop strings are matched on decoded text, also across token boundaries; the match and
+        // anything after it are cut.
+        if let cut = firstStop(s, r.stopStrings) {
+            delta.text = takeText(s, upTo: cut)
+            e.sink(.success(.delta(delta)))
+            finish(s, e, reason: .stop, flush: false)
+            return
+        }
+        if s.completionTokens >= r.maxTokens {
+            if var decoder = s.decoder { s.text += Array(decoder.finish().utf8); s.decoder = decoder }
+            delta.text = takeText(s, upTo: s.text.count)
+            e.sink(.success(.delta(delta)))
+            finish(s, e, reason: .length, flush: false)
+            return
+        }
+        delta.text = takeText(s, upTo: s.text.count - heldBack(s, r.stopStrings))
+        e.sink(.success(.delta(delta)))
+        s.next = t
+    }
+
+    /// Byte offset of the earliest stop string in the sample's text (searching only where a new one can be).
+    func firstStop(_ s: Sample, _ stops: [String]) -> Int? {
+        var best: Int? = nil
+        for stop in stops {
+            let b = Array(stop.utf8)
+            guard b.count <= s.text.count else { continue }
+            var i = max(0, s.sent - b.count + 1)
+            while i + b.count <= s.text.count {
+                if s.text[i] == b[0] && s.text[i..<(i + b.count)].elementsEqual(b) { best = min(best ?? i, i); break }
+                i += 1
+            }
+        }
+        return best
+    }
+
+    /// Bytes at the end of the text that could still begin a stop string (not sent yet).
+    func heldBack(_ s: Sample, _ stops: [String]) -> Int {
+        var hold = 0
+        for stop in stops {
+            let b = Array(stop.utf8)
+            for k in stride(from: min(b.count - 1, s.text.count - s.sent), to: hold, by: -1) where s.text.suffix(k).elementsEqual(b.prefix(k)) {
+                hold = k
                 break
             }
-            let work = tokensToCompute(v)
-            need += (work + C - 1) / C + 1
-            guard fits(need) else { break }
-            enqueue(v)
-            pending += work
+        }
+        return hold
+    }
+
+    func takeText(_ s: Sample, upTo end: Int) -> String {
+        guard end > s.sent else { return "" }
+        let out = String(decoding: s.text[s.sent..<end], as: UTF8.self)
+        s.sent = end
+        return out
+    }
+
+    /// Ends a sample: the text held back goes out when `flush` (ended by a token, so it is final),
+    /// its sequence goes into the cache and its KV is released.
+    func finish(_ s: Sample, _ e: Entry, reason: FinishReason, flush: Bool) {
+        s.finished = true
+        if flush {
+            if var decoder = s.decoder { s.text += Array(decoder.finish().utf8); s.decoder = decoder }
+            let rest = takeText(s, upTo: s.text.count)
+            if !rest.isEmpty { e.sink(.success(.delta(SampleDelta(index: s.index, tokens: [], logprobs: [], topLogprobs: [], text: rest)))) }
+        }
+        if let q = s.seq {
+            cache?.insert(e.request.prompt + s.fed, blocks: kv.blocks(q))
+            kv.free(q)
+            s.seq = nil
+        }
+        e.sink(.success(.sampleFinished(index: s.index, reason: reason)))
+        e.unfinished -= 1
+        if e.unfinished == 0 {
+            entries.removeValue(forKey: e.id)
+            for x in e.samples { sampleOwner.removeValue(forKey: ObjectIdentifier(x)) }
+            counters.finishedRequests += 1
+            e.sink(.success(.finished(RequestUsage(promptTokens: e.request.prompt.count,
+                                                   completionTokens: e.samples.reduce(0) { $0 + $1.completionTokens },
+                                                   cachedPromptTokens: e.cachedTokens))))
         }
     }
 
-    /// Prompt rows `u` still has to run. Under fcfs-lru a unit not yet started will reuse the cached
-    /// full blocks of its prompt, so only the rest counts against the step budget (as vLLM counts a
-    /// request's computed tokens before scheduling it); an estimate, since the cache may change
-    /// before `start` looks again.
-    func tokensToCompute(_ u: PrefillUnit) -> Int {
-        guard u.seq == nil, let blocks = reusableCachedBlocks(u) else { return u.tokens.count - u.done }
-        return u.tokens.count - blocks.count * C
-    }
-
-    /// fcfs-lru: the cached full blocks a not-yet-started `u` reuses; nil without a cache or with
-    /// echo (which needs every prompt row's logits). At least one token is left to compute: its
-    /// logits are needed.
-    func reusableCachedBlocks(_ u: PrefillUnit) -> [BlockID]? {
-        guard let cache, !u.echo else { return nil }
-        return Array(cache.lookup(u.prompt).prefix((u.tokens.count - 1) / C))
-    }
-
-    // MARK: - Steps
-
-    struct Step {
-        var tokens: [Int32] = [], sequences: [SequenceID] = [], positions: [Int] = [], logitRows: [Int] = []
-        var decodeCount = 0
-        /// Prefill chunks: unit, first token index, token count, whether each row has logits.
-        var chunks: [(unit: PrefillUnit, from: Int, count: Int, logits: [Bool])] = []
-    }
-
-    /// One decode row per live sample, then prefill rows up to the step's token budget.
-    /// nil when a live sample could not grow (it failed; try again).
-    func buildStep() -> Step? {
-        var step = Step()
-        for s in live {
-            do { step.positions.append(try kv.append(s.id, count: 1)) } catch { fail(s.request, error); return nil }
-            step.tokens.append(Int32(s.next)); step.sequences.append(s.id); step.logitRows.append(step.tokens.count - 1)
-        }
-        step.decodeCount = step.tokens.count
-        var budget = max(engine.options.prefillChunk - step.decodeCount, min(32, engine.options.prefillChunk))
-        for u in prefillQueue where budget > 0 {
-            if u.seq == nil {
-                // A unit waits for its parent's prefill; units queued after it (another group's) may run.
-                if !(u.parent?.ready ?? true) { continue }
-                guard start(u, alone: live.isEmpty && step.chunks.isEmpty) else { break }
-            }
-            let count = min(budget, u.tokens.count - u.done)
-            guard let first = try? kv.append(u.seq!, count: count) else { break }
-            var wantsLogits: [Bool] = []
-            for j in 0..<count {
-                step.tokens.append(Int32(u.tokens[u.done + j])); step.sequences.append(u.seq!); step.positions.append(first + j)
-                let want = u.echo || (u.done + j == u.tokens.count - 1 && u.needsLogits)
-                if want { step.logitRows.append(step.tokens.count - 1) }
-                wantsLogits.append(want)
-            }
-            step.chunks.append((u, u.done, count, wantsLogits))
-            u.done += count
-            budget -= count
-        }
-        return step
-    }
-
-    /// Starts prefilling `u`: fork its parent (the caller checks it is ready), or reuse cached blocks,
-    /// or start empty.
-    func start(_ u: PrefillUnit, alone: Bool) -> Bool {
-        precondition(u.parent?.ready ?? true, "a unit starts only after its parent is prefilled")
-        guard fits((u.tokens.count + C - 1) / C + 1) || alone else { return false }
-        if let p = u.parent {
-            guard let seq = try? kv.fork(p.seq!) else { return false }
-            u.seq = seq
-            if u.echo {
-                u.firstLogprob = p.lastLogits.withUnsafeBufferPointer {
-                    Sampler.logProbability(of: u.tokens[0], logits: $0.baseAddress!, count: vocab)
-                }
-            }
-            release(p)
-        } else if let blocks = reusableCachedBlocks(u) {
-            u.seq = kv.createSequence(sharing: blocks)
-            u.done = blocks.count * C
-        } else {
-            u.seq = kv.createSequence()
-        }
-        return true
-    }
-
-    /// Nothing could run: the head unit does not fit even with nothing else in memory, so the
-    /// requests waiting on it fail. Returns false when there is nothing left to unblock.
-    func unblock() -> Bool {
-        guard let u = prefillQueue.first else {
-            for (r, _) in queue[head...] { fail(r, EngineError.invalidRequest("request could not be scheduled")) }
-            return false
-        }
-        let blocked = queue[head...].filter { unitFor($0.request, $0.k) === u || u.isAncestor(of: unitFor($0.request, $0.k)) }
-        for r in Set(blocked.map(\.request)).sorted() {
-            fail(r, KVError.outOfMemory(neededBlocks: (u.tokens.count + C - 1) / C, freeBlocks: kv.pool.freeCount,
-                                        budgetBytes: kv.pool.budgetBytes))
-        }
-        prefillQueue.removeFirst()
-        u.queued = false
-        return true
-    }
-
-    /// Decode rows: sample the next token, record it, and retire finished samples.
-    func consumeDecode(_ logits: UnsafeMutablePointer<Float>) {
-        var still: [LiveSample] = []
-        for (i, var s) in live.enumerated() {
-            let req = requests[s.request]
-            let row = logits + i * vocab
-            s.next = Sampler.sample(logits: row, count: vocab, parameters: req.sampling, rng: &s.rng)
-            engine.record(s.next, logits: row, into: &outputs[s.request]![s.k], topK: req.topLogprobs)
-            if engine.acceptToken(&s, into: &outputs[s.request]![s.k], request: req) {
-                kv.free(s.id)
-                sampleDone(s.request)
-            } else {
-                still.append(s)
-            }
-        }
-        live = still
-    }
-
-    /// Prefill rows: echo log-probabilities, last-row logits, and readiness of finished units.
-    func consumePrefill(_ logits: UnsafeMutablePointer<Float>, _ step: Step) {
-        var row = 0
-        for (u, from, count, wantsLogits) in step.chunks {
-            for j in 0..<count where wantsLogits[j] {
-                let l = logits + row * vocab
-                row += 1
-                let t = from + j
-                if u.echo && t + 1 < u.tokens.count {
-                    u.rowLogprobs.append(Sampler.logProbability(of: u.tokens[t + 1], logits: l, count: vocab))
-                }
-                if t == u.tokens.count - 1 && u.needsLogits { u.lastLogits = Array(UnsafeBufferPointer(start: l, count: vocab)) }
-            }
-            if u.done == u.tokens.count {
-                u.ready = true
-                prefillQueue.removeAll { $0 === u }
-                cache?.insert(u.prompt, blocks: kv.blocks(u.seq!))
-            }
-        }
-    }
-
-    // MARK: - Results
-
-    func sampleDone(_ r: Int) {
-        remaining[r]! -= 1
-        if remaining[r] == 0 { finish(r) }
-    }
-
-    func finish(_ r: Int) {
-        var completions = outputs.removeValue(forKey: r)!
-        if let tok = engine.tokenizer {
-            for i in completions.indices where completions[i].text == nil {
-                completions[i].text = try? tok.decode(completions[i].tokens)
-            }
-        }
-        var promptLogprobs: [Double]? = nil
-        if (requests[r].promptLogprobsFrom != nil) {
-            var path: [PrefillUnit] = []
-            var u: PrefillUnit? = unitFor(r, 0)
-            while let x = u { path.insert(x, at: 0); u = x.parent }
-            promptLogprobs = path.enumerated().flatMap { i, x in (i > 0 ? [x.firstLogprob] : []) + x.rowLogprobs }
-        }
-        onFinish(r, .success(BatchOutput(completions: completions, promptLogprobs: promptLogprobs, promptTokens: requests[r].prompt.count)))
-    }
-
-    func fail(_ r: Int, _ error: any Error) {
-        guard !failed.contains(r) else { return }
-        failed.insert(r)
-        for s in live where s.request == r { kv.free(s.id) }
-        live.removeAll { $0.request == r }
-        outputs.removeValue(forKey: r)
-        onFinish(r, .failure(error))
+    func retireFinished() {
+        live.removeAll { $0.finished }
+        liveEntries = live.map(owner)
     }
 }
 
-extension PrefillUnit {
-    func isAncestor(of b: PrefillUnit) -> Bool {
-        var x = b.parent
-        while let y = x { if y === self { return true }; x = y.parent }
-        return false
-    }
+func commonPrefixLength(_ a: [Int], _ b: [Int]) -> Int {
+    var i = 0
+    let n = min(a.count, b.count)
+    while i < n && a[i] == b[i] { i += 1 }
+    return i
 }
 
 extension Engine {
-    /// Appends the chosen token's log-probability (and top alternatives) to the completion.
-    func record(_ token: Int, logits: UnsafePointer<Float>, into c: inout Completion, topK: Int) {
-        c.logprobs.append(Sampler.logProbability(of: token, logits: logits, count: config.vocabularySize))
-        if topK > 0 { c.topLogprobs.append(Sampler.topLogprobs(logits: logits, count: config.vocabularySize, k: topK)) }
-    }
-
-    /// Takes the sample's newest token into its completion unless it ends it; true when finished.
-    func acceptToken(_ s: inout LiveSample, into c: inout Completion, request r: Request) -> Bool {
-        let t = s.next
-        let eos = !r.ignoreEOS && config.eosTokenIDs.contains(t)
-        if eos || r.stopTokenIDs.contains(t) {
-            c.logprobs.removeLast()
-            if !c.topLogprobs.isEmpty { c.topLogprobs.removeLast() }
-            c.finishReason = eos ? .eos : .stop
-            return true
-        }
-        c.tokens.append(t)
-        if var decoder = s.decoder, !r.stopStrings.isEmpty {
-            s.text += (try? decoder.append(t)) ?? ""
-            s.decoder = decoder
-            // Stop strings are matched on decoded text, also across token boundaries; the match and
-            // anything after it are cut from the text.
-            if let cut = r.stopStrings.compactMap({ s.text.range(of: $0)?.lowerBound }).min() {
-                c.text = String(s.text[..<cut])
-                c.finishReason = .stop
-                return true
-            }
-        }
-        if c.tokens.count >= r.maxTokens {
-            c.finishReason = .length
-            return true
-        }
-        return false
-    }
-
-    /// Checks one request against the model: token ids, context, sampling values.
+    /// Checks one request against the model: token ids, context, sampling values. Messages name
+    /// the request's fields (an HTTP client never typed a CLI flag).
     public func validate(_ r: Request) throws {
         guard !r.prompt.isEmpty else { throw EngineError.invalidRequest("the prompt is empty") }
         guard r.n >= 1 else { throw EngineError.invalidRequest("n must be at least 1, got \(r.n)") }
-        guard r.maxTokens >= 1 else { throw EngineError.invalidRequest("max_tokens must be at least 1, got \(r.maxTokens)") }
+        if let from = r.promptLogprobsFrom {
+            guard from >= 1 && from <= r.prompt.count else {
+                throw EngineError.invalidRequest("prompt log-probabilities start at a token in 1...\(r.prompt.count), got \(from)")
+            }
+            guard r.maxTokens >= 0 else { throw EngineError.invalidRequest("max_tokens must be at least 0, got \(r.maxTokens)") }
+        } else {
+            guard r.maxTokens >= 1 else { throw EngineError.invalidRequest("max_tokens must be at least 1, got \(r.maxTokens)") }
+        }
         guard r.topLogprobs >= 0 && r.topLogprobs <= 20 else { throw EngineError.invalidRequest("logprobs must be in 0...20, got \(r.topLogprobs)") }
         try validate(tokens: r.prompt, what: "prompt")
         for t in r.stopTokenIDs { try validate(tokens: [t], what: "stop token") }
         try validateContext(r.prompt.count, what: "prompt")
-        try validateContext(r.prompt.count + r.maxTokens, what: "prompt (\(r.prompt.count)) + max tokens (\(r.maxTokens))")
+        try validateContext(r.prompt.count + r.maxTokens, what: "prompt (\(r.prompt.count) tokens) + max_tokens (\(r.maxTokens))")
         if !r.stopStrings.isEmpty && tokenizer == nil {
             throw EngineError.invalidRequest("stop strings need a tokenizer, and this model has none (use stop token ids)")
         }
+        guard r.stopStrings.allSatisfy({ !$0.isEmpty }) else { throw EngineError.invalidRequest("stop: empty stop string") }
     }
 }
-

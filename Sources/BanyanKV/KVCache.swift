@@ -52,14 +52,34 @@ public final class KVCache: @unchecked Sendable {
         lengths[s] = length
     }
 
-    /// A new sequence whose first `blocks.count` full blocks are `blocks` (shared, e.g. from a
-    /// `BlockCache`): it holds `blocks.count · blockTokenCount` positions.
-    public func createSequence(sharing blocks: [BlockID]) -> SequenceID {
+    /// A new sequence holding positions `0..<length` of `blocks` (a `PrefixCache` match): full blocks
+    /// are shared; a last block only partly inside `length` is copied, since the new sequence writes
+    /// its next positions there. Throws (taking nothing) when the copy does not fit.
+    public func createSequence(prefix blocks: [BlockID], length: Int) throws -> SequenceID {
+        let c = layout.blockTokenCount
+        precondition(blocks.count == (length + c - 1) / c, "prefix blocks do not match the length")
+        let partial = length % c != 0
+        let copy = partial ? try pool.allocate(1) : []
         let id = createSequence()
-        for b in blocks { pool.retain(b) }
-        tables[id] = blocks
-        lengths[id] = blocks.count * layout.blockTokenCount
+        var table = blocks
+        for b in blocks.dropLast(partial ? 1 : 0) { pool.retain(b) }
+        if partial {
+            pool.copy(blocks.last!, to: copy[0])
+            table[table.count - 1] = copy[0]
+        }
+        tables[id] = table
+        lengths[id] = length
         return id
+    }
+
+    /// Makes `s`'s partial last block its own (copying it when another holder, e.g. a prefix cache,
+    /// shares it), so that writing `s`'s next positions never touches a block others read.
+    public func detachTail(_ s: SequenceID) throws {
+        guard lengths[s]! % layout.blockTokenCount != 0, let last = tables[s]!.last, pool.refCount(last) > 1 else { return }
+        let copy = try pool.allocate(1)[0]
+        pool.copy(last, to: copy)
+        pool.release(last)
+        tables[s]![tables[s]!.count - 1] = copy
     }
 
     /// A new sequence with the same KV as `s`: full blocks shared, the partial last block copied.

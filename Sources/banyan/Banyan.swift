@@ -132,12 +132,13 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         let engine = try options.makeEngine()
-        var request = GenerateRequest(prompt: try resolvePrompt(text: prompt, tokens: promptTokens, engine: engine, flag: "prompt"))
+        var request = Request(prompt: try resolvePrompt(text: prompt, tokens: promptTokens, engine: engine, flag: "prompt"))
+        var suffixes: [[Int]] = []
         if !suffixTokens.isEmpty {
-            request.suffixes = try suffixTokens.map { try parseTokenList($0, flag: "--suffix-tokens") }
+            suffixes = try suffixTokens.map { try parseTokenList($0, flag: "--suffix-tokens") }
         } else if !suffix.isEmpty {
             guard let tok = engine.tokenizer else { throw CLIError("--suffix needs a tokenizer; use --suffix-tokens") }
-            request.suffixes = suffix.map { tok.encode($0, addSpecialTokens: false) }
+            suffixes = suffix.map { tok.encode($0, addSpecialTokens: false) }
         }
         request.n = n
         request.maxTokens = maxTokens
@@ -145,7 +146,7 @@ struct Generate: ParsableCommand {
         request.stopStrings = stop
         if let s = stopTokenIds { request.stopTokenIDs = Set(try parseTokenList(s, flag: "--stop-token-ids")) }
         request.ignoreEOS = ignoreEos
-        let result = try engine.generate(request)
+        let result = try engine.generate(request, suffixes: suffixes)
         let tokensPerSecond = result.decodeSeconds > 0 ? Double(result.completionTokens) / result.decodeSeconds : 0
         if json {
             let completions: [JSON] = result.completions.map { c in
@@ -224,8 +225,8 @@ struct Info: ParsableCommand {
 
     func run() throws {
         let pool = ThreadPool(threadCount: options.threads)
-        let model = try Model.load(options.model, threads: pool)
-        if let p = options.precision { model.precision = p }
+        let loaded = try Model.load(options.model, threads: pool)
+        let model = options.precision.map { loaded.with(precision: $0) } ?? loaded
         let c = model.config
         let kvDType = options.kvDtype ?? EngineOptions.defaultKVDType(precision: model.precision)
         let fields: [(String, JSON)] = [

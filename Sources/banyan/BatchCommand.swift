@@ -33,7 +33,7 @@ struct Batch: ParsableCommand {
         guard FileManager.default.isReadableFile(atPath: input) else { throw CLIError("--input \(input): no such readable file") }
         let engine = try options.makeEngine()
         if let b = maxBatch { engine.options.maxBatch = b }
-        if let c = prefillChunk { engine.options.prefillChunk = c }
+        if let c = prefillChunk { engine.options.maxBatchedTokens = c }
         let job = try BatchJob(engine: engine, policy: scheduler)
         let summary = try job.run(input: URL(fileURLWithPath: input), output: URL(fileURLWithPath: output),
                                   progress: quiet ? nil : BatchProgress.forStandardError())

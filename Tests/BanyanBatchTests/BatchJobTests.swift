@@ -92,7 +92,7 @@ struct BatchJobTests {
         let results = byID(out)
 
         for (i, p) in prompts.enumerated() {
-            var r = GenerateRequest(prompt: p)
+            var r = Request(prompt: p)
             r.n = 1 + i % 3
             r.maxTokens = 6 + i % 5
             r.sampling = SamplingParameters(temperature: i % 2 == 1 ? 0.9 : 0, topP: i % 2 == 1 ? 0.95 : 1, seed: UInt64(100 + i))
@@ -113,13 +113,13 @@ struct BatchJobTests {
             }
         }
         // generate with suffixes numbers streams the same way (suffix i, sample k: stream i * n + k).
-        var r = GenerateRequest(prompt: [1])
-        r.suffixes = [prompts[0], prompts[5], prompts[6]].map { Array($0.dropFirst()) }
+        var r = Request(prompt: [1])
+        let suffixes = [prompts[0], prompts[5], prompts[6]].map { Array($0.dropFirst()) }
         r.n = 2
         r.maxTokens = 5
         r.sampling = SamplingParameters(temperature: 1, seed: 9)
         r.ignoreEOS = true
-        let alone = try engine.generate(r).completions
+        let alone = try engine.generate(r, suffixes: suffixes).completions
         let got = choices(results["list"])
         #expect(got.map { $0["index"] as? Int } == alone.map(\.index))
         #expect(got.map { $0["tokens"] as? [Int] } == alone.map(\.tokens))
@@ -142,7 +142,7 @@ struct BatchJobTests {
         let (out, _) = try runJob(engine, lines)
         let results = byID(out)
 
-        var r = GenerateRequest(prompt: try engine.encodePrompt("Once upon a time"))
+        var r = Request(prompt: try engine.encodePrompt("Once upon a time"))
         r.maxTokens = 8
         r.sampling = SamplingParameters(temperature: 0)
         let alone = try engine.generate(r).completions[0]
@@ -155,7 +155,7 @@ struct BatchJobTests {
         #expect((logprobs["tokens"] as? [String])?.count == tokenLogprobs.count)
 
         let template = "<s>[INST] Hello there [/INST]"
-        var chat = GenerateRequest(prompt: try #require(engine.tokenizer).encode(template, addSpecialTokens: false))
+        var chat = Request(prompt: try #require(engine.tokenizer).encode(template, addSpecialTokens: false))
         chat.n = 2
         chat.maxTokens = 6
         chat.sampling = SamplingParameters(temperature: 0.8, seed: 4)

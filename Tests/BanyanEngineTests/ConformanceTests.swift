@@ -26,14 +26,14 @@ let fixtureNames: [String] = {
 }()
 
 func makeEngine(_ spec: String, threads: Int = 2, attention: AttentionMode = .hydragen, maxBatch: Int = 256,
-                precision: Precision = .exact, kvDType: DType? = nil) throws -> Engine {
+                precision: Precision = .exact, kvDType: DType? = nil, maxKVBytes: Int = 1 << 28) throws -> Engine {
     let pool = ThreadPool(threadCount: threads)
     var options = EngineOptions()
     options.precision = precision
     options.kvDType = kvDType
     options.attention = attention
     options.maxBatch = maxBatch
-    options.maxKVBytes = 1 << 28
+    options.maxKVBytes = maxKVBytes
     return try Engine(model: try Model.load(spec, threads: pool), threads: pool, options: options)
 }
 
@@ -110,7 +110,7 @@ struct ConformanceTests {
         #expect(worstLast <= tol, "last-position logprob max error \(worstLast) > \(tol)")
         print("conformance \(label): max |Δ logprob| teacher-forced \(worst), last position \(worstLast)")
 
-        var request = GenerateRequest(prompt: ref.greedy.prompt)
+        var request = Request(prompt: ref.greedy.prompt)
         request.maxTokens = ref.greedy.tokens.count
         request.sampling.temperature = 0
         request.ignoreEOS = true

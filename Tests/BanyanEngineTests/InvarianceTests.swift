@@ -11,8 +11,8 @@ import BanyanTestSupport
 let storyPrompt = [1, 330, 361, 140, 473, 465, 466, 290, 341, 408, 323, 414, 339, 260, 430, 430, 418, 303, 293, 427,
                    430, 341, 341, 408, 323, 414, 339, 260, 430, 283, 303, 422, 290, 341, 408, 323, 414, 339, 260, 430]
 
-func request(_ prompt: [Int], n: Int = 1, maxTokens: Int = 12, temperature: Float = 0, seed: UInt64 = 0) -> GenerateRequest {
-    var r = GenerateRequest(prompt: prompt)
+func request(_ prompt: [Int], n: Int = 1, maxTokens: Int = 12, temperature: Float = 0, seed: UInt64 = 0) -> Request {
+    var r = Request(prompt: prompt)
     r.n = n
     r.maxTokens = maxTokens
     r.sampling = SamplingParameters(temperature: temperature, topK: 0, topP: 0.95, minP: 0.01, seed: seed)
@@ -86,13 +86,13 @@ struct InvarianceTests {
     @Test("hierarchical prompts: completion (i, j) equals generating prompt + suffix i alone")
     func hierarchy() throws {
         let engine = try makeEngine("builtin:stories260k")
-        var r = request(Array(storyPrompt.prefix(35)), n: 3)
-        r.suffixes = [[430, 341, 341], [283], [303, 422, 290, 341, 408]]
-        let result = try engine.generate(r)
+        let r = request(Array(storyPrompt.prefix(35)), n: 3)
+        let suffixes = [[430, 341, 341], [283], [303, 422, 290, 341, 408]]
+        let result = try engine.generate(r, suffixes: suffixes)
         #expect(result.completions.count == 9)
         for c in result.completions {
             #expect(c.index == c.suffixIndex * 3 + c.sampleIndex)
-            let alone = try engine.generate(request(Array(storyPrompt.prefix(35)) + r.suffixes[c.suffixIndex])).completions[0]
+            let alone = try engine.generate(request(Array(storyPrompt.prefix(35)) + suffixes[c.suffixIndex])).completions[0]
             #expect(c.tokens == alone.tokens)
             #expect(c.logprobs == alone.logprobs)
         }
@@ -165,54 +165,17 @@ struct InvarianceTests {
     }
 }
 
-@Suite("Prefix tree")
-struct PrefixTreeTests {
-    @Test("radix insert splits where prompts diverge and stores each shared run once")
-    func radix() {
-        let tree = PrefixTree([[1, 2, 3, 4, 5], [1, 2, 3, 9], [1, 2], [7, 8], [1, 2, 3, 4, 5]])
-        // Nodes: root, [1,2], [3], [4,5], [9], [7,8].
-        #expect(tree.tokenCount == 2 + 1 + 2 + 1 + 2)
-        let ends = tree.endNodes
-        #expect(ends[0] == ends[4])
-        #expect(tree.nodes[ends[2]!].tokens == [1, 2])
-        #expect(tree.nodes[ends[1]!].tokens == [9])
-        #expect(tree.nodes[tree.nodes[ends[1]!].parent!].tokens == [3])
-        #expect(tree.levels.count == 3)
-        for level in tree.levels {
-            for n in level { #expect(!tree.nodes[n].tokens.isEmpty) }
-        }
-    }
-
-    @Test("random prompt sets: every prompt is the concatenation of its path", arguments: [UInt64(1), 2, 3, 4])
-    func randomPaths(_ seed: UInt64) {
-        var rng = SeededRNG(seed: seed)
-        var prompts: [[Int]] = []
-        for _ in 0..<40 {
-            if let base = prompts.randomElement(using: &rng), Bool.random(using: &rng) {
-                prompts.append(Array(base.prefix(Int.random(in: 0...base.count, using: &rng))) + (0..<Int.random(in: 1...6, using: &rng)).map { _ in Int.random(in: 0..<4, using: &rng) })
-            } else {
-                prompts.append((0..<Int.random(in: 1...12, using: &rng)).map { _ in Int.random(in: 0..<4, using: &rng) })
-            }
-        }
-        let tree = PrefixTree(prompts)
-        for (i, p) in prompts.enumerated() {
-            var node = tree.endNodes[i]!
-            var path: [Int] = []
-            while node != 0 { path = tree.nodes[node].tokens + path; node = tree.nodes[node].parent! }
-            #expect(path == p)
-        }
-        #expect(tree.tokenCount <= prompts.reduce(0) { $0 + $1.count })
-    }
-
+@Suite("Prefix discovery")
+struct PrefixDiscoveryTests {
     @Test("shared prompts are discovered without being declared: same outputs, less KV")
     func discovery() throws {
         let engine = try makeEngine("synthetic:tiny")
         let shared = (0..<2000).map { 3 + $0 % 500 }
-        var r = request(shared, n: 2, maxTokens: 4)
-        r.suffixes = [[7, 8, 9], [7, 8, 10, 11], [12]]
-        let together = try engine.generate(r)
+        let r = request(shared, n: 2, maxTokens: 4)
+        let suffixes = [[7, 8, 9], [7, 8, 10, 11], [12]]
+        let together = try engine.generate(r, suffixes: suffixes)
         var separateKV = 0
-        for (i, s) in r.suffixes.enumerated() {
+        for (i, s) in suffixes.enumerated() {
             let alone = try engine.generate(request(shared + s, n: 2, maxTokens: 4))
             separateKV += alone.kvPeakBytes
             for j in 0..<2 { #expect(together.completions[i * 2 + j].tokens == alone.completions[j].tokens) }

@@ -46,7 +46,7 @@ struct TextTests {
     }
 
     func greedy(stop: [String] = []) throws -> Completion {
-        var request = GenerateRequest(prompt: try engine.encodePrompt(reference.prompt))
+        var request = Request(prompt: try engine.encodePrompt(reference.prompt))
         request.maxTokens = reference.greedy_ids.count
         request.sampling.temperature = 0
         request.ignoreEOS = true

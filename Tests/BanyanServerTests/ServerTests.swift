@@ -87,13 +87,12 @@ struct ServerTests {
                                                                "n": 2, "temperature": 0.9, "seed": 11, "ignore_eos": true])
             #expect(r.status == .ok)
             #expect(r.json["object"] as? String == "text_completion" && r.json["seed"] as? Int == 11)
-            var g = GenerateRequest(prompt: [1])
-            g.suffixes = [Array(storyPrompt.dropFirst()), [330]]
+            var g = BanyanEngine.Request(prompt: [1])
             g.n = 2
             g.maxTokens = 6
             g.sampling = SamplingParameters(temperature: 0.9, seed: 11)
             g.ignoreEOS = true
-            let alone = try engine.generate(g).completions
+            let alone = try engine.generate(g, suffixes: [Array(storyPrompt.dropFirst()), [330]]).completions
             #expect(r.choices.map { $0["index"] as? Int } == alone.map(\.index))
             #expect(r.choices.map { $0["tokens"] as? [Int] } == alone.map(\.tokens))
             // No tokenizer: the text is empty, not null.
@@ -158,7 +157,7 @@ struct ServerTests {
         try await withServer("llama-text") { client, engine in
             let greedy = try await post(client, "/v1/completions", ["prompt": "Once upon a time", "max_tokens": 12, "temperature": 0])
             let text = try #require(greedy.choices.first?["text"] as? String)
-            var g = GenerateRequest(prompt: try engine.encodePrompt("Once upon a time"))
+            var g = BanyanEngine.Request(prompt: try engine.encodePrompt("Once upon a time"))
             g.maxTokens = 12
             g.sampling = SamplingParameters(temperature: 0)
             #expect(text == (try engine.generate(g).completions[0].text))
@@ -201,7 +200,7 @@ struct ServerTests {
             let message = try #require(r.choices.first?["message"] as? [String: Any])
             let content = try #require(message["content"] as? String)
             let rendered = "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHello\nthere<|im_end|>\n<|im_start|>assistant\n"
-            var g = GenerateRequest(prompt: try #require(engine.tokenizer).encode(rendered, addSpecialTokens: false))
+            var g = BanyanEngine.Request(prompt: try #require(engine.tokenizer).encode(rendered, addSpecialTokens: false))
             g.maxTokens = 8
             g.sampling = SamplingParameters(temperature: 0)
             let alone = try engine.generate(g).completions[0]

@@ -209,7 +209,8 @@ def test_concurrent_requests_sharing_a_prefix_equal_running_alone(client):
 
 
 def test_disconnect_mid_stream_aborts_and_server_goes_on(client, server):
-    before = metrics(server).get("banyan_http_client_disconnects_total", 0)
+    start = metrics(server)
+    before = start.get("banyan_http_client_disconnects_total", 0)
     # Long enough (about half a second here) that the client is gone while it runs.
     body = {"model": MODEL, "prompt": "Once upon a time", "max_tokens": 240, "n": 128, "stream": True,
             "ignore_eos": True, "temperature": 1.0}
@@ -234,7 +235,8 @@ def test_disconnect_mid_stream_aborts_and_server_goes_on(client, server):
         m = metrics(server)
         idle = m.get("banyan_requests_running") == 0 and m.get("banyan_requests_waiting") == 0
         released = m.get("banyan_kv_blocks_used", 0) == m.get("banyan_kv_blocks_cached", 0)
-        if idle and released and m.get("banyan_http_client_disconnects_total", 0) > before:
+        aborted = m.get("banyan_requests_aborted_total", 0) > start.get("banyan_requests_aborted_total", 0)
+        if idle and released and aborted and m.get("banyan_http_client_disconnects_total", 0) > before:
             break
         assert time.time() < deadline, f"not idle/released after disconnects: {m}"
         time.sleep(0.1)
