@@ -15,7 +15,7 @@ import BanyanTestSupport
 let chatML = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 
 /// A server over a fresh engine (`spec` as `Model.load` takes it); the engine loop is shut down after `body`.
-func withServer(_ spec: String = "builtin:stories260k", chatTemplate: String? = nil, maxWaiting: Int = 64,
+func withServer(_ spec: String = "builtin:stories260k", chatTemplate: String? = nil, maxWaiting: Int = 64, maxKVBytes: Int = 1 << 26,
                    configure: (inout ServerSettings) -> Void = { _ in },
                    _ body: @Sendable (any TestClientProtocol, Engine) async throws -> Void) async throws {
     let folder = try TemporaryFolder()
@@ -33,7 +33,7 @@ func withServer(_ spec: String = "builtin:stories260k", chatTemplate: String? = 
     let tokenizer = model.folder == nil || spec.contains(":") ? nil : try Tokenizer.load(path: path)
     var options = EngineOptions()
     options.threadCount = 1
-    options.maxKVBytes = 1 << 26
+    options.maxKVBytes = maxKVBytes
     let engine = try Engine(model: model, tokenizer: tokenizer, threads: pool, options: options)
     let loop = EngineLoop(engine: engine, policy: .fcfsLRU, maxWaiting: maxWaiting)
     var settings = ServerSettings(servedModelName: "test-model")
@@ -330,6 +330,18 @@ struct ServerTests {
             #expect(try await client.execute(uri: "/v1/models", method: .get).status == .unauthorized)
             #expect(try await client.execute(uri: "/health", method: .get).status == .ok)
             #expect(try await client.execute(uri: "/metrics", method: .get).status == .ok)
+        }
+    }
+
+    @Test("a request that can never fit the KV budget is a 400 saying so")
+    func kvBudget() async throws {
+        // stories260k: 5 layers x 4 KV heads x 8 dims x (K, V) x 4 bytes = 1280 bytes a token; a
+        // budget of 4 blocks of 32 tokens cannot hold a 300-token prompt.
+        try await withServer(maxKVBytes: 4 * 32 * 1280) { client, _ in
+            let r = try await post(client, "/v1/completions", ["prompt": [1] + Array(repeating: 300, count: 299), "max_tokens": 4])
+            #expect(r.status == .badRequest && r.error["code"] as? String == "kv_budget_exceeded", "\(r.text)")
+            let small = try await post(client, "/v1/completions", ["prompt": [1, 2, 3], "max_tokens": 4])
+            #expect(small.status == .ok, "\(small.text)")
         }
     }
 

@@ -183,12 +183,7 @@ def test_echo_logprobs_scoring(client):
     assert r.choices[0].text.startswith(prompt)
     assert lp.token_logprobs[0] is None and all(x <= 0 for x in lp.token_logprobs[1:])
     assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.text_offset) == r.usage.prompt_tokens + 1
-    try:
-        scored = client.completions.create(model=MODEL, prompt=prompt, max_tokens=0, echo=True, logprobs=0)
-    except openai.BadRequestError as e:
-        if "max_tokens must be at least 1" in str(e):
-            pytest.skip("this engine build does not score max_tokens 0 yet (temporary scheduler shim)")
-        raise
+    scored = client.completions.create(model=MODEL, prompt=prompt, max_tokens=0, echo=True, logprobs=0)
     assert scored.choices[0].text == prompt
     assert scored.choices[0].logprobs.token_logprobs == lp.token_logprobs[:-1]
 
