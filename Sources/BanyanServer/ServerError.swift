@@ -7,6 +7,7 @@ import BanyanKernels
 import BanyanKV
 import BanyanModel
 import BanyanOpenAI
+import BanyanTokenizer
 
 /// An HTTP request that fails, with its status and the OpenAI error object's fields
 /// (`{"error": {"message", "type", "param", "code"}}`). Every error a route throws becomes one of
@@ -96,6 +97,9 @@ public enum ServerError: BanyanError, HTTPResponseError {
             case .contextExceeded(let m): self = .badRequest(m, code: "context_length_exceeded", param: nil)
             case .overloaded(let m), .unavailable(let m): self = .unavailable(m)
             }
+        case let e as TokenizerError:
+            // Ids the model accepts but the tokenizer does not know (a padded vocabulary).
+            self = .badRequest(e.description, code: "invalid_request", param: nil)
         case let KVError.outOfMemory(needed, free, budget):
             // Raised only for a request that cannot fit even in an empty cache: retrying cannot help.
             self = .badRequest("the request needs more KV cache than the server has (\(needed) more block(s), \(free) free within \(budget) bytes); lower n, max_tokens or the prompt",
