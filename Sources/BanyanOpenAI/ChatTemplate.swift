@@ -16,7 +16,7 @@ public struct ChatTemplate: Sendable {
     public let bosToken: String
     public let eosToken: String
 
-    /// Parses `source`; throws `BatchError.template` naming the line of the first unsupported construct.
+    /// Parses `source`; throws `OpenAIError.template` naming the line of the first unsupported construct.
     public init(source: String, bosToken: String = "", eosToken: String = "") throws {
         nodes = try parseJinja(source)
         self.bosToken = bosToken
@@ -30,7 +30,7 @@ public struct ChatTemplate: Sendable {
         let configURL = modelFolder.appendingPathComponent("tokenizer_config.json")
         var config: JSONValue? = nil
         if let data = FileManager.default.contents(atPath: configURL.path) {
-            guard let parsed = JSONValue.parse(data) else { throw BatchError.job("\(configURL.path): not valid JSON") }
+            guard let parsed = JSONValue.parse(data) else { throw OpenAIError.templateConfig("\(configURL.path): not valid JSON") }
             config = parsed
         }
         func special(_ key: String) -> String {
@@ -46,16 +46,16 @@ public struct ChatTemplate: Sendable {
                 source = s
             } else if let list = t.arrayValue {
                 source = list.first { $0["name"]?.stringValue == "default" }?["template"]?.stringValue
-                guard source != nil else { throw BatchError.job("tokenizer_config.json: chat_template has no template named \"default\"") }
+                guard source != nil else { throw OpenAIError.templateConfig("tokenizer_config.json: chat_template has no template named \"default\"") }
             } else {
-                throw BatchError.job("tokenizer_config.json: chat_template must be a string or a list of {name, template}")
+                throw OpenAIError.templateConfig("tokenizer_config.json: chat_template must be a string or a list of {name, template}")
             }
         }
         guard let source else { return nil }
         do {
             return try ChatTemplate(source: source, bosToken: special("bos_token"), eosToken: special("eos_token"))
-        } catch let e as BatchError {
-            throw BatchError.job("tokenizer_config.json: chat_template: \(e.description)")
+        } catch let e as OpenAIError {
+            throw OpenAIError.templateConfig("tokenizer_config.json: chat_template: \(e.description)")
         }
     }
 
