@@ -44,6 +44,7 @@ public enum Sampler {
     public static func sample(logits: UnsafePointer<Float>, count: Int, parameters p: SamplingParameters,
                               rng: inout SequenceRNG) -> Int {
         if p.temperature == 0 { return argmax(logits, count: count) }
+        if p.topK == 0 && p.topP >= 1 && p.minP <= 0 { return sampleFull(logits: logits, count: count, temperature: p.temperature, rng: &rng) }
         // Candidates sorted by logit (ties by id) so the draw is reproducible.
         var ids = Array(0..<count)
         if p.topK > 0 && p.topK < count {
@@ -79,6 +80,40 @@ public enum Sampler {
             if u < 0 { return ids[i] }
         }
         return ids[probs.count - 1]
+    }
+
+    /// A draw over the whole vocabulary (no filters), the common case of a plain `temperature`:
+    /// weights `exp((logit - max) / t)` by vector exp, summed in Double 16 lanes at a time, then a
+    /// walk in id order. It runs once per generated token over the vocabulary, so it avoids sorting
+    /// and per-entry Double exp.
+    static func sampleFull(logits: UnsafePointer<Float>, count: Int, temperature: Float, rng: inout SequenceRNG) -> Int {
+        var top = -Float.infinity
+        for i in 0..<count { top = max(top, logits[i]) }
+        let scale = SIMD16<Float>(repeating: 1 / temperature), topv = SIMD16<Float>(repeating: top)
+        let chunks = count / 16
+        var partial = [Double](repeating: 0, count: chunks + 1)
+        var total = 0.0
+        for c in 0..<chunks {
+            partial[c] = Double(simdExp((SIMD16<Float>(UnsafeBufferPointer(start: logits + c * 16, count: 16)) - topv) * scale).sum())
+            total += partial[c]
+        }
+        func weight(_ i: Int) -> Double { Double(simdExp(SIMD16<Float>(repeating: (logits[i] - top) / temperature))[0]) }
+        for i in (chunks * 16)..<count { partial[chunks] += weight(i) }
+        total += partial[chunks]
+        // Find the 16-wide chunk holding the draw, then the id inside it.
+        var u = rng.unit() * total
+        for c in 0...chunks {
+            if c < chunks && u >= partial[c] { u -= partial[c]; continue }
+            let end = c == chunks ? count : (c + 1) * 16
+            let lanes = c < chunks ? simdExp((SIMD16<Float>(UnsafeBufferPointer(start: logits + c * 16, count: 16)) - topv) * scale) : SIMD16()
+            for i in (c * 16)..<end {
+                u -= c < chunks ? Double(lanes[i - c * 16]) : weight(i)
+                if u < 0 { return i }
+            }
+            // Rounding left a sliver past the chunk's last id.
+            return max(c * 16, end - 1)
+        }
+        return count - 1
     }
 
     public static func argmax(_ x: UnsafePointer<Float>, count: Int) -> Int {
