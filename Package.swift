@@ -19,6 +19,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        // `bench serve`: the load generator's HTTP client and its latency percentiles.
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
     ],
     targets: [
         // -O3 measurably matters for the intrinsics kernels: prefill 110-128 GFLOP/s with it, ~50
@@ -33,7 +36,9 @@ let package = Package(
         .target(name: "BanyanEngine", dependencies: ["BanyanModel", "BanyanKV", "BanyanAttention", "BanyanTokenizer",
                                                      .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                 swiftSettings: strict),
-        .target(name: "BanyanBench", dependencies: ["BanyanEngine", "BanyanModel", "BanyanAttention", "BanyanKV", "BanyanKernels"],
+        .target(name: "BanyanBench", dependencies: ["BanyanEngine", "BanyanModel", "BanyanAttention", "BanyanKV", "BanyanKernels",
+                                                    .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                                                    .product(name: "Histogram", package: "hdrhistogram-swift")],
                 swiftSettings: strict),
         .target(name: "BanyanBatch", dependencies: ["BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanKV"],
                 swiftSettings: strict),

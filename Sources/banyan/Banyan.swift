@@ -7,7 +7,7 @@ import BanyanEngine
 import BanyanTokenizer
 
 @main
-struct Banyan: ParsableCommand {
+struct Banyan: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "banyan",
         abstract: "Batched LLM inference with exact shared-prefix (Hydragen) attention.",
