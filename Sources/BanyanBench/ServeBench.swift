@@ -118,12 +118,7 @@ public struct ServeBenchReport: Codable, Sendable {
     public var levels: [ServeLevelResult]
     public var wallSeconds: Double
 
-    public func jsonData() throws -> Data {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return try e.encode(self)
-    }
+    public func jsonData() throws -> Data { try reportJSON(self) }
 
     public var table: TextTable {
         let c = config

@@ -209,8 +209,8 @@ import Foundation
         1024 shared + 32 own prompt tokens, 64 out (ignore_eos), closed loop; TTFT and ITL in ms; lone: one request after the load; cold TTFT 2500 ms; Test CPU
         clients  requests  failed  wall s  out tok/s  TTFT p50  TTFT p99  ITL p50  ITL p99  lone TTFT  peak KV blocks  peak KV MiB  prefix hit
         -------  --------  ------  ------  ---------  --------  --------  -------  -------  ---------  --------------  -----------  ----------
-        1               1       0   0.500      6.000     250.0     250.0    100.0    100.0      250.0              34       34.000       97.0%
-        32              0       0    900      0.000         -         -        -        -          -               -            -           -
+        1               1       0   0.500      6.000     250.0     250.0    100.0    100.0      250.0              34        34.00       97.0%
+        32              0       0   900.0      0.000         -         -        -        -          -               -            -           -
 
         """)
         let decoded = try JSONDecoder().decode(ServeBenchReport.self, from: report.jsonData())
