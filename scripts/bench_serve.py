@@ -11,7 +11,8 @@ For each model shape (synthetic:smollm2-135m, synthetic:tinyllama-1.1b):
                                                            written by scripts/llamacpp_peer.py; for smollm2
                                                            also the real Q4_1 file when present)
 
-Each Banyan server gets one client run over every --clients level (a warm-up request first: its
+Each Banyan server gets one client run over every level (--clients; for --scheduler none, as for
+llama-server, UNCACHED_CLIENTS below) (a warm-up request first: its
 time to first token is the cold one); llama-server is started anew per level, so each of its runs
 starts cold. Both engines use --threads 2 unless told otherwise. Every server listens on 127.0.0.1
 only and is stopped before the next starts; every client run is bounded (--seconds-per-level, and a
@@ -23,7 +24,7 @@ GGUFs are written with the `gguf` package in --peer-python's environment.
 
     swift build -c release
     python3 scripts/bench_serve.py --out out/serve                      # everything
-    python3 scripts/bench_serve.py --out out/serve --only llama --shapes smollm2-135m --clients 1,8
+    python3 scripts/bench_serve.py --out out/serve --only llama --shapes smollm2-135m --uncached-clients 1,8
 """
 
 import argparse
@@ -41,6 +42,11 @@ BANYAN_CONFIGS = {
     "baseline": ["--scheduler", "fcfs-lru", "--attention", "baseline"],
     "none": ["--scheduler", "none"],
 }
+# Client counts for the servers that prefill every prompt in full (banyan --scheduler none, llama-server):
+# their cost grows with clients x prompt length (llama-server took 388 s for 32 clients of smollm2-135m
+# Q4_1 on 2 cores; tinyllama-1.1b is ~8x the compute per token), so the 64-client point and tinyllama's
+# 32-client point are opt-in (--uncached-clients) to keep the whole run under an hour.
+UNCACHED_CLIENTS = {"smollm2-135m": [1, 8, 32], "tinyllama-1.1b": [1, 8]}
 REAL_GGUF = {"smollm2-135m": ("q4_1", "/work/shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")}
 VOCAB = {"smollm2-135m": 49152, "tinyllama-1.1b": 32000}
 
@@ -124,17 +130,22 @@ def context_for(args, clients):
     return clients * per
 
 
+def uncached_clients(args, shape):
+    return args.uncached_clients or UNCACHED_CLIENTS[shape]
+
+
 def run_shape(args, shape, results):
     os.makedirs(args.out, exist_ok=True)
     if args.only in (None, "banyan"):
         for name, flags in BANYAN_CONFIGS.items():
+            clients = args.clients if name != "none" else uncached_clients(args, shape)
             port = free_port()
             tag = f"{shape}-banyan-{name}"
             argv = [args.banyan, "serve", "--model", f"synthetic:{shape}", "--threads", str(args.threads),
-                    "--host", "127.0.0.1", "--port", str(port), "--max-batch", str(max(args.clients))] + flags
+                    "--host", "127.0.0.1", "--port", str(port), "--max-batch", str(max(clients))] + flags
             try:
                 with Server(argv, port, os.path.join(args.out, tag + ".log"), banyan_ready, args.start_timeout) as s:
-                    results.append((shape, "banyan " + name, run_client(args, s.url, shape, args.clients,
+                    results.append((shape, "banyan " + name, run_client(args, s.url, shape, clients,
                                                                        os.path.join(args.out, tag + ".json"))))
             except (RuntimeError, subprocess.TimeoutExpired) as e:
                 log(f"{tag}: {e}")
@@ -147,7 +158,7 @@ def run_shape(args, shape, results):
                 log(f"writing {path}")
                 subprocess.run([args.peer_python, os.path.join(os.path.dirname(__file__), "llamacpp_peer.py"),
                                 "--write-gguf", shape, "--gguf", path], check=True)
-            for n in args.clients:
+            for n in uncached_clients(args, shape):
                 port = free_port()
                 tag = f"{shape}-llama-{kind}-c{n}"
                 argv = [args.llama_server, "-m", path, "-np", str(n), "--kv-unified", "-t", str(args.threads),
@@ -200,17 +211,21 @@ def main():
     ap.add_argument("--gguf-dir", default="/tmp/peer-gguf")
     ap.add_argument("--out", required=True)
     ap.add_argument("--shapes", default="smollm2-135m,tinyllama-1.1b")
-    ap.add_argument("--clients", default="1,8,32,64")
+    ap.add_argument("--clients", default="1,8,32,64", help="client counts for banyan with its prefix cache")
+    ap.add_argument("--uncached-clients", help="client counts for banyan --scheduler none and llama-server "
+                    f"(default per shape: {UNCACHED_CLIENTS})")
     ap.add_argument("--only", choices=["banyan", "llama"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--system-tokens", type=int, default=1024)
     ap.add_argument("--user-tokens", type=int, default=32)
     ap.add_argument("--output-tokens", type=int, default=64)
     ap.add_argument("--requests-per-client", type=int, default=1)
-    ap.add_argument("--seconds-per-level", type=float, default=600)
+    ap.add_argument("--seconds-per-level", type=float, default=900,
+                    help="the client's bound per level (a cut level reports its unfinished requests as failed)")
     ap.add_argument("--start-timeout", type=float, default=300, help="seconds for a server to load its model")
     args = ap.parse_args()
     args.clients = [int(c) for c in args.clients.split(",")]
+    args.uncached_clients = [int(c) for c in args.uncached_clients.split(",")] if args.uncached_clients else None
     shapes = args.shapes.split(",")
     for shape in shapes:
         if shape not in VOCAB:
