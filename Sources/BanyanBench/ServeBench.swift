@@ -296,6 +296,9 @@ public final class ServeBench: Sendable {
             var request = HTTPClientRequest(url: config.url + "/v1/completions")
             request.method = .POST
             request.headers.add(name: "Content-Type", value: "application/json")
+            // A fresh connection per request: a kept-alive one the server has closed after its last
+            // stream fails the next send ("I/O on closed channel"); a loopback connect costs microseconds.
+            request.headers.add(name: "Connection", value: "close")
             let body = try CompletionRequestBody(model: config.model, prompt: prompts.prompt(index), maxTokens: config.outputTokenCount,
                                                  temperature: config.temperature, seed: config.seed).encoded()
             request.body = .bytes(ByteBuffer(bytes: body))
@@ -319,11 +322,16 @@ public final class ServeBench: Sendable {
 
     /// `/metrics` as values by name; nil when the server has none (llama-server without --metrics).
     func scrape() async -> [String: Double]? {
-        var request = HTTPClientRequest(url: config.url + "/metrics")
-        request.method = .GET
-        guard let response = try? await http.execute(request, timeout: .seconds(10)), response.status == .ok,
-              let body = try? await response.body.collect(upTo: 1 << 22) else { return nil }
+        guard let body = await get("/metrics", upTo: 1 << 22) else { return nil }
         return parsePrometheus(String(buffer: body))
+    }
+
+    /// The body of `GET path` when the answer is 200 (nil on any failure), on a connection of its own.
+    func get(_ path: String, upTo maxBytes: Int) async -> ByteBuffer? {
+        var request = HTTPClientRequest(url: config.url + path)
+        request.headers.add(name: "Connection", value: "close")
+        guard let response = try? await http.execute(request, timeout: .seconds(10)), response.status == .ok else { return nil }
+        return try? await response.body.collect(upTo: maxBytes)
     }
 
     /// Polls Banyan's KV gauges every 250 ms until cancelled; returns their peaks.
@@ -345,8 +353,7 @@ public final class ServeBench: Sendable {
     /// The first model id `/v1/models` lists, if any.
     func modelName() async -> String? {
         struct Models: Decodable { struct Entry: Decodable { var id: String }; var data: [Entry] }
-        guard let response = try? await http.execute(HTTPClientRequest(url: config.url + "/v1/models"), timeout: .seconds(10)),
-              response.status == .ok, let body = try? await response.body.collect(upTo: 1 << 20),
+        guard let body = await get("/v1/models", upTo: 1 << 20),
               let models = try? JSONDecoder().decode(Models.self, from: Data(body.readableBytesView)) else { return nil }
         return models.data.first?.id
     }
