@@ -168,7 +168,7 @@ public final class ServeBench: Sendable {
         prompts = ServePrompts(systemTokenCount: config.systemTokenCount, userTokenCount: config.userTokenCount,
                                vocabularySize: config.vocabularySize, seed: config.seed)
         var c = HTTPClient.Configuration()
-        // Every client holds its own connection for the whole stream; AHC's default pool allows 8.
+        // Every stream in flight holds a connection; AHC's default pool opens at most 8 per host.
         c.connectionPool = .init(idleTimeout: .seconds(60), concurrentHTTP1ConnectionsPerHostSoftLimit: (config.clients.max() ?? 1) + 4)
         c.timeout = .init(connect: .seconds(10))
         http = HTTPClient(eventLoopGroupProvider: .singleton, configuration: c)
@@ -197,14 +197,14 @@ public final class ServeBench: Sendable {
         if config.warmup {
             let r = await send(index: nextIndex, sentAt: 0, deadline: .now() + .seconds(Int64(config.secondsPerLevel)))
             nextIndex += 1
-            guard r.succeeded else { throw BenchError.invalidArgument("serve: the warm-up request failed: \(r.error ?? "?")") }
+            guard r.succeeded else { throw BenchError.server(url: config.url, message: "the warm-up request failed: \(r.error ?? "?")") }
             cold = r.timeToFirstToken
             log("warm-up: TTFT \(Format.number((cold ?? 0) * 1000)) ms")
         }
         var levels: [ServeLevelResult] = []
         for (i, clients) in config.clients.enumerated() {
             let level = await runLevel(clients: clients, levelIndex: i, firstIndex: nextIndex, isBanyan: isBanyan)
-            nextIndex += level.requests + 1
+            nextIndex += config.requestCount(clients: clients) + 1  // the level's indices and its lone request's
             levels.append(level)
             log("clients \(clients): \(level.requests - level.failed)/\(level.requests) ok, \(Format.number(level.outputTokensPerSecond)) tok/s, "
                 + "TTFT p50 \(level.timeToFirstToken.map { Format.number($0.p50 * 1000) } ?? "-") ms")
