@@ -22,6 +22,9 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
+        // `bench serve`: the load generator's HTTP client and its latency percentiles.
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.20.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.1.0"),
     ],
     targets: [
         // -O3 measurably matters for the intrinsics kernels: prefill 110-128 GFLOP/s with it, ~50
@@ -36,7 +39,9 @@ let package = Package(
         .target(name: "BanyanEngine", dependencies: ["BanyanModel", "BanyanKV", "BanyanAttention", "BanyanTokenizer",
                                                      .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                 swiftSettings: strict),
-        .target(name: "BanyanBench", dependencies: ["BanyanEngine", "BanyanModel", "BanyanAttention", "BanyanKV", "BanyanKernels"],
+        .target(name: "BanyanBench", dependencies: ["BanyanEngine", "BanyanModel", "BanyanAttention", "BanyanKV", "BanyanKernels",
+                                                    .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                                                    .product(name: "Histogram", package: "hdrhistogram-swift")],
                 swiftSettings: strict),
         // OpenAI request bodies -> engine requests, chat templates, choice formatting: shared by batch and serve.
         .target(name: "BanyanOpenAI", dependencies: ["BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanKV"],

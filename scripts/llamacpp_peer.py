@@ -38,9 +38,14 @@ import time
 
 import numpy as np
 
-# TinyLlama-1.1B (the shape of Banyan's synthetic:tinyllama-1.1b).
-SHAPE = dict(hidden=2048, layers=22, heads=32, kv_heads=4, intermediate=5632, vocab=32000,
-             rope_theta=10000.0, eps=1e-5)
+# The shapes of Banyan's synthetic:NAME models (Sources/BanyanModel/Synthetic.swift).
+SHAPES = {
+    "tinyllama-1.1b": dict(hidden=2048, layers=22, heads=32, kv_heads=4, intermediate=5632, vocab=32000,
+                           rope_theta=10000.0, eps=1e-5, tied=False, context=2048),
+    "smollm2-135m": dict(hidden=576, layers=30, heads=9, kv_heads=3, intermediate=1536, vocab=49152,
+                         rope_theta=100000.0, eps=1e-5, tied=True, context=8192),
+}
+SHAPE = SHAPES["tinyllama-1.1b"]  # this script's own benchmark
 
 
 def bf16_bits(x: np.ndarray) -> np.ndarray:
@@ -50,14 +55,15 @@ def bf16_bits(x: np.ndarray) -> np.ndarray:
     return (rounded >> 16).astype(np.uint16)
 
 
-def write_gguf(path: str, context: int, seed: int = 0) -> None:
+def write_gguf(path: str, context: int, seed: int = 0, shape: str = "tinyllama-1.1b") -> None:
+    """A bf16 GGUF with the exact shape of synthetic:SHAPE (also used by scripts/bench_serve.py)."""
     import gguf
 
-    s = SHAPE
+    s = SHAPES[shape]
     head_dim = s["hidden"] // s["heads"]
     rng = np.random.default_rng(seed)
     w = gguf.GGUFWriter(path, "llama")
-    w.add_name("synthetic-tinyllama-1.1b")
+    w.add_name(f"synthetic-{shape}")
     w.add_context_length(context)
     w.add_embedding_length(s["hidden"])
     w.add_block_count(s["layers"])
@@ -99,7 +105,8 @@ def write_gguf(path: str, context: int, seed: int = 0) -> None:
         matrix(f"blk.{i}.ffn_up.weight", s["intermediate"], s["hidden"])
         matrix(f"blk.{i}.ffn_down.weight", s["hidden"], s["intermediate"])
     norm("output_norm.weight")
-    matrix("output.weight", s["vocab"], s["hidden"])
+    if not s["tied"]:  # tied: llama.cpp reuses token_embd as the output matrix
+        matrix("output.weight", s["vocab"], s["hidden"])
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
@@ -246,7 +253,12 @@ def main():
     ap.add_argument("--decode-steps", type=int, default=32, help="batch-1 decode steps")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--out")
+    ap.add_argument("--write-gguf", metavar="SHAPE", choices=sorted(SHAPES),
+                    help="only write --gguf with synthetic:SHAPE's shape (bf16, its published context) and exit")
     args = ap.parse_args()
+    if args.write_gguf:
+        write_gguf(args.gguf, context=SHAPES[args.write_gguf]["context"], shape=args.write_gguf)
+        return
     batches = [int(b) for b in args.batches.split(",")]
     if not os.path.exists(args.gguf):
         print(f"writing {args.gguf} ...", file=sys.stderr)

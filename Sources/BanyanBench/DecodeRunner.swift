@@ -9,11 +9,14 @@ import BanyanEngine
 public enum BenchError: BanyanError {
     case invalidArgument(String)
     case io(path: String, message: String)
+    /// `bench serve`: the server under test answered wrongly or not at all.
+    case server(url: String, message: String)
 
     public var description: String {
         switch self {
         case .invalidArgument(let m): return m
         case let .io(path, message): return "\(path): \(message)"
+        case let .server(url, message): return "\(url): \(message)"
         }
     }
 }

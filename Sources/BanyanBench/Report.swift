@@ -119,12 +119,15 @@ public struct BenchReport: Codable, Sendable {
         self.wallSeconds = wallSeconds
     }
 
-    public func jsonData() throws -> Data {
-        let e = JSONEncoder()
-        e.outputFormatting = [.prettyPrinted, .sortedKeys]
-        e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
-        return try e.encode(self)
-    }
+    public func jsonData() throws -> Data { try reportJSON(self) }
+}
+
+/// A report as pretty JSON with sorted keys; non-finite numbers as "inf", "-inf", "nan".
+func reportJSON(_ value: some Encodable) throws -> Data {
+    let e = JSONEncoder()
+    e.outputFormatting = [.prettyPrinted, .sortedKeys]
+    e.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return try e.encode(value)
 }
 
 /// Number formatting for tables.

@@ -5,6 +5,7 @@ import BanyanAttention
 import BanyanBench
 
 extension Suite: ExpressibleByArgument {}
+extension ServeArrival: ExpressibleByArgument {}
 
 /// `banyan bench`: the paper's experiments and the engine's microbenchmarks on this machine.
 struct Bench: ParsableCommand {
@@ -14,8 +15,9 @@ struct Bench: ParsableCommand {
         banyan bench [SUITE] [--quick]   SUITE: throughput, prefix-length, attention, hierarchy, long-document,
                                           default (a tour), all (all five at full size: the documented full run)
         banyan bench decode|attention|kernels|model ...   single measurements (see --help of each)
+        banyan bench serve --url http://127.0.0.1:PORT   load on a running OpenAI-compatible server
         """,
-        subcommands: [BenchSuites.self, BenchDecode.self, BenchAttention.self, BenchKernels.self, BenchModel.self],
+        subcommands: [BenchSuites.self, BenchDecode.self, BenchAttention.self, BenchKernels.self, BenchModel.self, BenchServe.self],
         defaultSubcommand: BenchSuites.self)
 }
 
@@ -214,6 +216,53 @@ struct BenchModel: ParsableCommand {
                                           repeats: repeats, machine: machine, threads: pool, progress: progress)
             emit(r)
             return [r]
+        }
+    }
+}
+
+struct BenchServe: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "serve",
+        abstract: "Streamed token-id completions against a running OpenAI-compatible server (banyan serve, llama-server) at several client counts.",
+        discussion: """
+        Every request is one shared system prompt plus a user part of its own, as token ids to POST /v1/completions
+        (stream, ignore_eos). Per level: throughput, time to first token and inter-token latency p50/p99, the TTFT of a
+        lone request after the load; from Banyan's /metrics the peak KV blocks and the prefix-cache hit rate.
+        """)
+
+    @Option(help: "The server, http://127.0.0.1:PORT (loopback only).") var url: String
+    @Option(help: "Shared system prompt tokens.") var systemTokens: Int = 1024
+    @Option(help: "Per-request user tokens.") var userTokens: Int = 32
+    @Option(help: "Output tokens per request (ignore_eos).") var outputTokens: Int = 64
+    @Option(help: "Concurrency levels, e.g. 1,8,32,64.") var clients: String = "1,8,32,64"
+    @Option(help: "Requests each client sends per level (closed loop).") var requestsPerClient: Int = 1
+    @Option(help: "Requests per level instead of clients × requests-per-client.") var requests: Int?
+    @Option(help: "closed (each client sends when its previous request ends) or poisson (needs --rate).") var arrival: ServeArrival = .closed
+    @Option(help: "Poisson arrivals per second (the level's clients cap the requests in flight).") var rate: Double?
+    @Option(help: "Prompt ids are drawn in 3..<N (32000 fits smollm2 and tinyllama).") var vocabSize: Int = 32000
+    @Option(help: "Seed of the prompts, arrivals and sampling.") var seed: UInt64 = 0
+    @Option(help: "Sampling temperature.") var temperature: Double = 0
+    @Option(help: "Time limit of each level (no new requests after it; streams still open are abandoned).") var secondsPerLevel: Double = 900
+    @Option(help: "The requests' model field (default: not sent).") var modelName: String?
+    @Flag(help: "Skip the lone warm-up request whose TTFT is reported as cold.") var noWarmup = false
+    @Option(help: "Write the whole report (every request's timings) as JSON to this file.") var json: String?
+
+    func run() async throws {
+        var c = ServeBenchConfig(url: url)
+        c.systemTokenCount = systemTokens; c.userTokenCount = userTokens; c.outputTokenCount = outputTokens
+        c.clients = try parseIntList(clients, flag: "--clients")
+        c.requestsPerClient = requestsPerClient; c.totalRequests = requests
+        c.arrival = arrival; c.rate = rate; c.vocabularySize = vocabSize; c.seed = seed; c.temperature = temperature
+        c.secondsPerLevel = secondsPerLevel; c.warmup = !noWarmup; c.model = modelName
+        let bench = try ServeBench(config: c) { line in
+            FileHandle.standardError.write(Data((line + "\n").utf8))
+        }
+        let report = try await bench.run(command: CommandLine.arguments)
+        print(report.table.rendered())
+        if let json {
+            do { try report.jsonData().write(to: URL(fileURLWithPath: json)) } catch {
+                throw BenchError.io(path: json, message: "cannot write (\(error.localizedDescription))")
+            }
+            print("wrote \(json)")
         }
     }
 }
