@@ -1,0 +1,387 @@
+#!/usr/bin/env python3
+"""Generate Banyan's GGUF fixtures (Tests/Fixtures/gguf/).
+
+1. ``dequant.gguf``: for every ggml type Banyan reads (F32, F16, BF16, Q8_0, Q4_0, Q4_1,
+   Q5_0, Q5_1, Q4_K, Q5_K, Q6_K) a tensor ``<TYPE>`` of shape [512, 2] (ggml order) and a
+   float32 tensor ``<TYPE>.ref`` holding gguf-py's ``gguf.quants.dequantize`` of it. Block
+   bytes are random (every bit pattern of the quants, scales and high bits), with the half
+   float scales (d, m, dmin) overwritten by finite values; Q4_0..Q8_0 also get blocks from
+   ``gguf.quants.quantize`` of Gaussian data (including an all-zero block).
+
+2. Tiny random models, one GGUF each, plus ``<name>.reference.json`` computed by
+   transformers loading the GGUF back (``from_pretrained(dir, gguf_file=..., dtype=float32)``,
+   which dequantizes with gguf-py, reverses the Q/K permutation of llama files and runs in
+   float32 with eager attention). The weights come from a seeded Hugging Face model (the
+   init of scripts/make_fixtures.py), are permuted like llama.cpp's converter
+   (``LlamaModel.permute``) for ``llama``, and quantized with gguf-py. K-quant tensors cannot
+   be quantized by gguf-py, so the ``llama-kquants`` model's linear layers are random blocks
+   (as in 1) scaled to the other fixtures' weight spread.
+
+reference.json has the format of scripts/make_fixtures.py (dtype "float32": the weights
+transformers computes with are float32 after dequantization).
+
+3. ``Tests/Fixtures/smollm2_gguf_reference.json`` from the real SmolLM2-135M-Instruct Q4_1 file
+   (``--smollm2``, default under /work/shared; skipped when absent): see ``make_smollm2``.
+
+Usage: python scripts/make_gguf_fixtures.py [--out Tests/Fixtures/gguf] [--only NAME ...] [--smollm2 FILE]
+Deterministic: re-running with the pinned versions (scripts/requirements.txt) gives identical files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+from gguf import GGMLQuantizationType as T
+from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO_ROOT / "Tests" / "Fixtures" / "gguf"
+
+LINEAR_STD, EMBED_STD, BIAS_STD, NORM_JITTER = 0.15, 0.4, 0.2, 0.1
+SEQ_LEN, PROMPT_LEN, GREEDY_STEPS = 24, 4, 8
+MIN_GREEDY_MARGIN = 0.01
+BOS, EOS = 1, 2
+
+QTYPES = {t.name: t for t in [T.F32, T.F16, T.BF16, T.Q8_0, T.Q4_0, T.Q4_1, T.Q5_0, T.Q5_1, T.Q4_K, T.Q5_K, T.Q6_K]}
+# Byte offsets of the half-float scale fields in each block (ggml-common.h).
+HALF_FIELDS = {
+    "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0],
+    "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
+}
+
+BASE = dict(hidden=64, layers=2, heads=4, kv_heads=2, ffn=128, vocab=512)
+FIXTURES = [
+    dict(name="llama-f32", arch="llama", qtype="F32", seed=201, tied=True),
+    dict(name="llama-f16", arch="llama", qtype="F16", seed=202, tied=True),
+    dict(name="llama-q8_0", arch="llama", qtype="Q8_0", seed=203),
+    dict(name="llama-q4_0", arch="llama", qtype="Q4_0", seed=204),
+    # Like SmolLM2's file: Q4_1 linear layers, Q8_0 token_embd, tied embeddings.
+    dict(name="llama-q4_1", arch="llama", qtype="Q4_1", embed_qtype="Q8_0", seed=205, tied=True),
+    dict(name="llama-q5_0", arch="llama", qtype="Q5_0", seed=206),
+    dict(name="llama-q5_1", arch="llama", qtype="Q5_1", seed=207),
+    dict(name="qwen2-q8_0", arch="qwen2", qtype="Q8_0", seed=208, tied=True),
+    # K-quants need rows of 256: hidden and ffn 256, one layer, a small vocabulary (its token list is
+    # cut short: this file is about the weights); a different K type per matrix.
+    dict(name="llama-kquants", arch="llama", qtype="K", embed_qtype="Q8_0", seed=209,
+         shape=dict(hidden=256, layers=1, heads=4, kv_heads=2, ffn=256, vocab=128),
+         ktypes={"attn_q": "Q4_K", "attn_k": "Q5_K", "attn_v": "Q6_K", "attn_output": "Q4_K",
+                 "ffn_gate": "Q5_K", "ffn_up": "Q4_K", "ffn_down": "Q6_K", "output": "Q6_K"}),
+]
+
+
+def check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise SystemExit(f"check failed: {msg}")
+
+
+# --------------------------------------------------------------------------- #
+# random blocks
+# --------------------------------------------------------------------------- #
+
+def random_blocks(qtype: str, n_elements: int, rng: np.random.Generator) -> np.ndarray:
+    """Random block bytes for `n_elements`, half-float scales finite and positive-ish."""
+    block_size, type_size = gguf.GGML_QUANT_SIZES[QTYPES[qtype]]
+    n_blocks = n_elements // block_size
+    raw = rng.integers(0, 256, size=(n_blocks, type_size), dtype=np.uint8)
+    for off in HALF_FIELDS[qtype]:
+        halves = rng.uniform(0.25, 2.0, size=n_blocks).astype(np.float16)
+        if qtype == "Q6_K":  # its scale is signed int8 elsewhere; d may be either sign too
+            halves *= np.where(rng.random(n_blocks) < 0.5, -1, 1).astype(np.float16)
+        raw[:, off:off + 2] = halves.view(np.uint8).reshape(n_blocks, 2)
+    return raw.reshape(-1)
+
+
+def scale_blocks(qtype: str, raw: np.ndarray, target_std: float) -> np.ndarray:
+    """Rescales the half-float fields so the dequantized values have std `target_std` (values are
+    linear in d, m and dmin)."""
+    t = QTYPES[qtype]
+    _, type_size = gguf.GGML_QUANT_SIZES[t]
+    std = float(gguf.quants.dequantize(raw, t).std())
+    blocks = raw.reshape(-1, type_size).copy()
+    for off in HALF_FIELDS[qtype]:
+        h = blocks[:, off:off + 2].copy().view(np.float16).astype(np.float32) * (target_std / std)
+        blocks[:, off:off + 2] = h.astype(np.float16).view(np.uint8)
+    return blocks.reshape(-1)
+
+
+def make_dequant(out: Path) -> None:
+    rng = np.random.default_rng(300)
+    w = gguf.GGUFWriter(str(out), arch="dequant-test")
+    rows, cols = 2, 512
+    for name, t in QTYPES.items():
+        n = rows * cols
+        if name == "F32":
+            data = rng.standard_normal(n).astype(np.float32)
+        elif name == "F16":
+            data = rng.standard_normal(n).astype(np.float16)
+        elif name == "BF16":
+            data = gguf.quants.quantize(rng.standard_normal(n).astype(np.float32), t)
+        else:
+            data = random_blocks(name, n, rng)
+            if name in ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"):
+                # Second row: real quantization of Gaussian data, first block all zeros.
+                x = rng.standard_normal(cols).astype(np.float32)
+                x[:32] = 0
+                q = gguf.quants.quantize(x.reshape(1, cols), t).reshape(-1)
+                data[len(data) // 2:] = q
+        data = data.reshape(rows, -1)
+        ref = gguf.quants.dequantize(data, t).astype(np.float32).reshape(rows, cols)
+        check(np.isfinite(ref).all(), f"{name}: non-finite reference")
+        w.add_tensor(name, data, raw_dtype=t)
+        w.add_tensor(name + ".ref", ref)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+# --------------------------------------------------------------------------- #
+# models
+# --------------------------------------------------------------------------- #
+
+def tokenizer_vocab(vocab: int) -> tuple[list[str], list[int], list[str]]:
+    """A small gpt2-style vocabulary: 3 control tokens, the 256 byte-level characters, then merges
+    of two lowercase letters, cut to `vocab` ids."""
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    cs, n = bs[:], 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    byte_chars = [chr(c) for _, c in sorted(zip(bs, cs))]
+    tokens = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"] + byte_chars
+    types = [3, 3, 3] + [1] * 256
+    merges = []
+    letters = "etaoinshrdlucmfw"
+    for a in letters:
+        for b in letters:
+            if len(tokens) >= vocab:
+                break
+            merges.append(f"{a} {b}")
+            tokens.append(a + b)
+            types.append(1)
+    while len(tokens) < vocab:
+        tokens.append(f"[PAD{len(tokens)}]")
+        types.append(4)  # USER_DEFINED, as llama.cpp's converter pads
+    return tokens[:vocab], types[:vocab], merges
+
+
+def hf_model(fx: dict, shape: dict):
+    cfg = dict(hidden_size=shape["hidden"], num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
+               num_key_value_heads=shape["kv_heads"], intermediate_size=shape["ffn"], vocab_size=shape["vocab"],
+               max_position_embeddings=256, rms_norm_eps=1e-5, bos_token_id=BOS, eos_token_id=EOS,
+               tie_word_embeddings=fx.get("tied", False))
+    if fx["arch"] == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**cfg, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
+    else:
+        model = Qwen2ForCausalLM(Qwen2Config(**cfg, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
+    g = torch.Generator().manual_seed(fx["seed"])
+    seen = set()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if id(p) in seen:
+                continue
+            seen.add(id(p))
+            if name.endswith("norm.weight"):
+                p.copy_(1.0 + NORM_JITTER * torch.randn(p.shape, generator=g))
+            elif name.endswith(".bias"):
+                p.copy_(BIAS_STD * torch.randn(p.shape, generator=g))
+            elif "embed_tokens" in name:
+                p.copy_(EMBED_STD * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(LINEAR_STD * torch.randn(p.shape, generator=g))
+    return model
+
+
+def permute(w: np.ndarray, n_head: int) -> np.ndarray:
+    """llama.cpp convert_hf_to_gguf.py LlamaModel.permute: interleave each head's rotary halves."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def make_model(fx: dict, out_dir: Path) -> dict:
+    shape = fx.get("shape", BASE)
+    arch, name = fx["arch"], fx["name"]
+    model = hf_model(fx, shape)
+    sd = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
+    rng = np.random.default_rng(fx["seed"])
+
+    path = out_dir / f"{name}.gguf"
+    w = gguf.GGUFWriter(str(path), arch=arch)
+    w.add_name(name)
+    w.add_context_length(256)
+    w.add_embedding_length(shape["hidden"])
+    w.add_block_count(shape["layers"])
+    w.add_feed_forward_length(shape["ffn"])
+    w.add_head_count(shape["heads"])
+    w.add_head_count_kv(shape["kv_heads"])
+    w.add_rope_dimension_count(shape["hidden"] // shape["heads"])
+    w.add_rope_freq_base(10000.0 if arch == "llama" else 1000000.0)
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_vocab_size(shape["vocab"])
+    tokens, types, merges = tokenizer_vocab(shape["vocab"])
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("gpt-2")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(BOS)
+    w.add_eos_token_id(EOS)
+    w.add_add_bos_token(False)
+
+    def put(gname: str, x: np.ndarray, qtype: str):
+        t = QTYPES[qtype]
+        if qtype == "F32":
+            w.add_tensor(gname, x.astype(np.float32))
+        elif qtype == "F16":
+            w.add_tensor(gname, x.astype(np.float16))
+        else:
+            w.add_tensor(gname, gguf.quants.quantize(x.astype(np.float32), t), raw_dtype=t)
+
+    def linear(gname: str, hf: str, n_head: int | None = None):
+        x = sd[hf]
+        if arch == "llama" and n_head:
+            x = permute(x, n_head)
+        if fx["qtype"] == "K":
+            q = fx["ktypes"][gname.split(".")[-2]]
+            raw = scale_blocks(q, random_blocks(q, x.size, rng), LINEAR_STD)
+            w.add_tensor(gname, raw.reshape(x.shape[0], -1), raw_dtype=QTYPES[q])
+        else:
+            put(gname, x, fx["qtype"])
+
+    H, KVH = shape["heads"], shape["kv_heads"]
+    put("token_embd.weight", sd["model.embed_tokens.weight"], fx.get("embed_qtype", fx["qtype"]))
+    for i in range(shape["layers"]):
+        p, b = f"model.layers.{i}.", f"blk.{i}."
+        put(b + "attn_norm.weight", sd[p + "input_layernorm.weight"], "F32")
+        linear(b + "attn_q.weight", p + "self_attn.q_proj.weight", H)
+        linear(b + "attn_k.weight", p + "self_attn.k_proj.weight", KVH)
+        linear(b + "attn_v.weight", p + "self_attn.v_proj.weight")
+        linear(b + "attn_output.weight", p + "self_attn.o_proj.weight")
+        if arch == "qwen2":
+            for s in "qkv":
+                put(b + f"attn_{s}.bias", sd[p + f"self_attn.{s}_proj.bias"], "F32")
+        put(b + "ffn_norm.weight", sd[p + "post_attention_layernorm.weight"], "F32")
+        linear(b + "ffn_gate.weight", p + "mlp.gate_proj.weight")
+        linear(b + "ffn_up.weight", p + "mlp.up_proj.weight")
+        linear(b + "ffn_down.weight", p + "mlp.down_proj.weight")
+    put("output_norm.weight", sd["model.norm.weight"], "F32")
+    if not fx.get("tied"):
+        linear("output.weight", "lm_head.weight")
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+    ref_model = load_gguf(path)
+    check(ref_model.config.model_type == arch, f"{name}: model_type {ref_model.config.model_type}")
+    check(ref_model.config.tie_word_embeddings == fx.get("tied", False), f"{name}: tie_word_embeddings")
+    rng_ids = np.random.RandomState(fx["seed"])
+    input_ids = [BOS] + [int(x) for x in rng_ids.randint(3, shape["vocab"], size=SEQ_LEN - 1)]
+    ref = compute_reference(ref_model, input_ids, input_ids[:PROMPT_LEN], GREEDY_STEPS)
+    check(min(ref["greedy"]["margins"]) > MIN_GREEDY_MARGIN,
+          f"{name}: greedy top-2 margin {min(ref['greedy']['margins'])} too small; pick another seed")
+    out = {"model_type": arch, "dtype": "float32", "gguf_types": gguf_types(path), **ref}
+    with open(out_dir / f"{name}.reference.json", "w") as f:
+        json.dump(out, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return out
+
+
+def gguf_types(path: Path) -> dict:
+    counts: dict[str, int] = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        counts[t.tensor_type.name] = counts.get(t.tensor_type.name, 0) + 1
+    return counts
+
+
+def load_gguf(path: Path):
+    return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
+                                                attn_implementation="eager").eval()
+
+
+@torch.no_grad()
+def logprobs_of(model, ids: list[int]) -> torch.Tensor:
+    logits = model(torch.tensor([ids], dtype=torch.long)).logits[0].float()
+    return torch.log_softmax(logits, dim=-1)
+
+
+@torch.no_grad()
+def compute_reference(model, input_ids: list[int], prompt: list[int], steps: int) -> dict:
+    lp = logprobs_of(model, input_ids)
+    targets = [float(lp[i, input_ids[i + 1]]) for i in range(len(input_ids) - 1)]
+    seq, tokens, margins = list(prompt), [], []
+    for _ in range(steps):
+        top = torch.topk(logprobs_of(model, seq)[-1], 2)
+        tokens.append(int(top.indices[0]))
+        margins.append(float(top.values[0] - top.values[1]))
+        seq.append(tokens[-1])
+    return {"input_ids": input_ids, "target_logprobs": targets, "last_logprobs": [float(x) for x in lp[-1]],
+            "greedy": {"prompt": list(prompt), "tokens": tokens, "margins": margins}}
+
+
+SMOLLM2 = Path("/work/shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
+SMOLLM2_TEXT = "The capital of France is Paris. The capital of Germany is Berlin. The capital of Italy is"
+SMOLLM2_CHAT = "<|im_start|>user\nWhat is the capital of France? Answer in one sentence.<|im_end|>\n<|im_start|>assistant\n"
+SMOLLM2_TOP = 16
+
+
+def make_smollm2(path: Path, out_file: Path) -> dict:
+    """The real SmolLM2-135M-Instruct Q4_1 file through transformers' GGUF loader: token ids of a
+    text (from transformers' tokenizer built from the GGUF metadata), its teacher-forced logprobs,
+    the top tokens at the last position (the full 49152-entry row would be ~1 MB), and a greedy
+    chat answer."""
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    model = load_gguf(path)
+    ids = tok(SMOLLM2_TEXT, add_special_tokens=False)["input_ids"]
+    lp = logprobs_of(model, ids)
+    top = torch.topk(lp[-1], SMOLLM2_TOP)
+    chat = tok(SMOLLM2_CHAT, add_special_tokens=False)["input_ids"]
+    greedy = compute_reference(model, chat, chat, 10)["greedy"]
+    out = {
+        "text": SMOLLM2_TEXT, "input_ids": ids,
+        "target_logprobs": [float(lp[i, ids[i + 1]]) for i in range(len(ids) - 1)],
+        "last_top": {"ids": [int(i) for i in top.indices], "logprobs": [float(v) for v in top.values]},
+        "chat": SMOLLM2_CHAT, "greedy": greedy, "greedy_text": tok.decode(greedy["tokens"]),
+    }
+    with open(out_file, "w") as f:
+        json.dump(out, f, indent=2, sort_keys=True)
+        f.write("\n")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
+    ap.add_argument("--only", nargs="*", help="only these fixture names (dequant: the dequantization file, smollm2)")
+    ap.add_argument("--smollm2", type=Path, default=SMOLLM2, help="SmolLM2-135M-Instruct.Q4_1.gguf (skipped when absent)")
+    args = ap.parse_args()
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    args.out.mkdir(parents=True, exist_ok=True)
+    if not args.only or "dequant" in args.only:
+        make_dequant(args.out / "dequant.gguf")
+        print("dequant.gguf", flush=True)
+    for fx in FIXTURES:
+        if args.only and fx["name"] not in args.only:
+            continue
+        ref = make_model(fx, args.out)
+        print(f"{fx['name']}: {ref['gguf_types']}, greedy {ref['greedy']['tokens']}, "
+              f"min margin {min(ref['greedy']['margins']):.3f}", flush=True)
+    if (not args.only or "smollm2" in args.only) and args.smollm2.exists():
+        ref = make_smollm2(args.smollm2, args.out.parent / "smollm2_gguf_reference.json")
+        print(f"smollm2: {len(ref['input_ids'])} tokens, top {ref['last_top']['ids'][:3]}, greedy {ref['greedy_text']!r}")
+    total = sum(f.stat().st_size for f in args.out.iterdir() if f.is_file())
+    print(f"gguf/ total size: {total / 1e6:.2f} MB")
+
+
+if __name__ == "__main__":
+    main()
