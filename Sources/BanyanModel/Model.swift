@@ -8,15 +8,17 @@ public final class Model: @unchecked Sendable {
     public let name: String
     public let config: ModelConfig
     public let weights: ModelWeights
-    /// Folder the model came from (for `tokenizer.json`), nil for synthetic models.
+    /// Folder the model came from (for `tokenizer.json`), nil for synthetic and GGUF models.
     public let folder: URL?
+    /// The GGUF file the model came from (its metadata holds the tokenizer and chat template).
+    public let gguf: GGUFFile?
     /// RoPE inverse frequencies `[headDim / 2]`, scaling applied, as transformers computes them.
     let inverseFrequencies: [Float]
     /// Activation precision inside the linear layers (set before running); see `defaultPrecision`.
     public var precision: Precision
 
-    public init(name: String, config: ModelConfig, weights: ModelWeights, folder: URL? = nil) {
-        self.name = name; self.config = config; self.weights = weights; self.folder = folder
+    public init(name: String, config: ModelConfig, weights: ModelWeights, folder: URL? = nil, gguf: GGUFFile? = nil) {
+        self.name = name; self.config = config; self.weights = weights; self.folder = folder; self.gguf = gguf
         inverseFrequencies = Model.ropeInverseFrequencies(config)
         precision = Model.defaultPrecision(weights: weights.dtype)
     }
@@ -38,8 +40,9 @@ public final class Model: @unchecked Sendable {
         }
     }
 
-    /// Loads `spec`: a Hugging Face folder, `synthetic:NAME` (optionally `synthetic:NAME:f32|f16|bf16`),
-    /// or `builtin:stories260k` (the small trained model shipped with Banyan).
+    /// Loads `spec`: a Hugging Face folder, a `.gguf` file (llama.cpp's format; quantized tensors are
+    /// widened to float32), `synthetic:NAME` (optionally `synthetic:NAME:f32|f16|bf16`), or
+    /// `builtin:stories260k` (the small trained model shipped with Banyan).
     public static func load(_ spec: String, threads: ThreadPool) throws -> Model {
         if spec.hasPrefix("synthetic:") {
             let parts = spec.dropFirst("synthetic:".count).split(separator: ":").map(String.init)
@@ -63,7 +66,14 @@ public final class Model: @unchecked Sendable {
         } else {
             folder = URL(fileURLWithPath: spec)
             var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: spec, isDirectory: &isDir), isDir.boolValue else {
+            let exists = FileManager.default.fileExists(atPath: spec, isDirectory: &isDir)
+            if exists && !isDir.boolValue {
+                let file = try GGUFFile(path: spec)
+                let config = try ModelConfig(gguf: file)
+                let weights = try ModelWeights.load(gguf: file, config: config)
+                return Model(name: spec, config: config, weights: weights, gguf: file)
+            }
+            guard exists, isDir.boolValue else {
                 throw ModelError.io(path: spec, message: "not a model folder (expected config.json and *.safetensors, or synthetic:NAME)")
             }
         }

@@ -100,11 +100,14 @@ extension ModelWeights {
     }
 }
 
-/// An aligned heap copy of a misaligned tensor.
+/// An aligned heap copy of a misaligned tensor, or a buffer for a tensor transformed at load.
 final class AlignedCopy: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
-    init(from p: UnsafeRawPointer, byteCount: Int) {
+    init(byteCount: Int) {
         base = .allocate(byteCount: max(byteCount, 1), alignment: 64)
+    }
+    convenience init(from p: UnsafeRawPointer, byteCount: Int) {
+        self.init(byteCount: byteCount)
         base.copyMemory(from: p, byteCount: byteCount)
     }
     deinit { base.deallocate() }

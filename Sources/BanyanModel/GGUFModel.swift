@@ -1,0 +1,247 @@
+import Foundation
+import BanyanKernels
+
+// MARK: - Config from GGUF metadata
+
+/// Typed access to GGUF metadata with errors naming the file and key, expected vs found.
+struct GGUFMetadataReader {
+    let gguf: GGUFFile
+
+    private func fail(_ key: String, _ expected: String, _ value: GGUFValue) -> ModelError {
+        .config(file: gguf.path, field: key, message: "expected \(expected), found \(value.brief)")
+    }
+    private func missing(_ key: String) -> ModelError { .config(file: gguf.path, field: key, message: "missing") }
+
+    func int(_ key: String) throws -> Int? {
+        guard let v = gguf.metadata[key] else { return nil }
+        guard let i = v.intValue else { throw fail(key, "an integer", v) }
+        return i
+    }
+    func requiredInt(_ key: String) throws -> Int {
+        guard let v = try int(key) else { throw missing(key) }
+        return v
+    }
+    func double(_ key: String) throws -> Double? {
+        guard let v = gguf.metadata[key] else { return nil }
+        guard let d = v.doubleValue else { throw fail(key, "a number", v) }
+        return d
+    }
+    func string(_ key: String) throws -> String? {
+        guard let v = gguf.metadata[key] else { return nil }
+        guard let s = v.stringValue else { throw fail(key, "a string", v) }
+        return s
+    }
+    func requiredString(_ key: String) throws -> String {
+        guard let v = try string(key) else { throw missing(key) }
+        return v
+    }
+}
+
+extension Architecture {
+    /// The architecture named by GGUF's `general.architecture`. llama.cpp writes Mistral models as `llama`.
+    init?(ggufName: String) {
+        switch ggufName {
+        case "llama": self = .llama
+        case "qwen2": self = .qwen2
+        default: return nil
+        }
+    }
+}
+
+extension ModelConfig {
+    /// Resolves a GGUF file's `general.architecture` and `{arch}.*` metadata (llama.cpp's key names,
+    /// src/llama-arch.cpp); BOS/EOS from `tokenizer.ggml.*`. The vocabulary size is the row count of
+    /// `token_embd.weight`; tied embeddings when the file has no `output.weight`.
+    public init(gguf g: GGUFFile) throws {
+        let r = GGUFMetadataReader(gguf: g)
+        let archName = try r.requiredString("general.architecture")
+        guard let arch = Architecture(ggufName: archName) else {
+            throw ModelError.config(file: g.path, field: "general.architecture", message: "\"\(archName)\" unsupported (llama, qwen2)")
+        }
+        let a = archName + "."
+        let hidden = try r.requiredInt(a + "embedding_length")
+        let layers = try r.requiredInt(a + "block_count")
+        let heads = try r.requiredInt(a + "attention.head_count")
+        let kvHeads = try r.int(a + "attention.head_count_kv") ?? heads
+        let headDim = try r.int(a + "attention.key_length") ?? (hidden / max(heads, 1))
+        let ffn = try r.requiredInt(a + "feed_forward_length")
+        for (key, v) in [("embedding_length", hidden), ("block_count", layers), ("attention.head_count", heads),
+                         ("attention.head_count_kv", kvHeads), ("attention.key_length", headDim), ("feed_forward_length", ffn)] where v <= 0 {
+            throw ModelError.config(file: g.path, field: a + key, message: "must be positive, found \(v)")
+        }
+        guard heads % kvHeads == 0 else {
+            throw ModelError.config(file: g.path, field: a + "attention.head_count_kv",
+                                    message: "\(kvHeads) does not divide attention.head_count \(heads)")
+        }
+        guard headDim % 2 == 0 else {
+            throw ModelError.config(file: g.path, field: a + "attention.key_length", message: "must be even for RoPE, found \(headDim)")
+        }
+        if let valueLength = try r.int(a + "attention.value_length"), valueLength != headDim {
+            throw ModelError.config(file: g.path, field: a + "attention.value_length",
+                                    message: "\(valueLength) differs from the key length \(headDim) (unsupported)")
+        }
+        if let ropeDims = try r.int(a + "rope.dimension_count"), ropeDims != headDim {
+            throw ModelError.config(file: g.path, field: a + "rope.dimension_count",
+                                    message: "\(ropeDims) (partial rotary) unsupported: expected the head dimension \(headDim)")
+        }
+
+        var scaling = RopeScaling.none
+        let scalingType = try r.string(a + "rope.scaling.type") ?? "none"
+        switch scalingType {
+        case "none": break
+        case "linear":
+            guard let factor = try r.double(a + "rope.scaling.factor") else {
+                throw ModelError.config(file: g.path, field: a + "rope.scaling.factor", message: "missing (rope.scaling.type is linear)")
+            }
+            scaling = .linear(factor: factor)
+        default:
+            throw ModelError.config(file: g.path, field: a + "rope.scaling.type", message: "\"\(scalingType)\" unsupported (none, linear)")
+        }
+        // Older converters wrote linear scaling as one key.
+        if case .none = scaling, let factor = try r.double(a + "rope.scale_linear"), factor != 1 { scaling = .linear(factor: factor) }
+        if case .linear(let factor) = scaling, factor <= 0 {
+            throw ModelError.config(file: g.path, field: a + "rope.scaling.factor", message: "must be positive, found \(factor)")
+        }
+
+        guard let embedding = g.tensors["token_embd.weight"] else {
+            throw ModelError.missingTensor(name: "token_embd.weight", files: g.path)
+        }
+        guard embedding.shape.count == 2, embedding.shape[0] == hidden else {
+            throw ModelError.tensorMismatch(name: "token_embd.weight", file: g.path,
+                                            expected: "shape [\(hidden), vocabulary] (ggml order, from \(a)embedding_length)",
+                                            found: "shape \(embedding.shape)")
+        }
+        let vocab = embedding.shape[1]
+        if let declared = try r.int(a + "vocab_size"), declared != vocab {
+            throw ModelError.config(file: g.path, field: a + "vocab_size", message: "\(declared) differs from token_embd.weight's \(vocab) rows")
+        }
+        // llama.cpp stops at any end-of-generation token: EOS, and end-of-turn / end-of-message when set.
+        var eos: [Int] = []
+        for key in ["tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id", "tokenizer.ggml.eom_token_id"] {
+            if let id = try r.int(key), !eos.contains(id) { eos.append(id) }
+        }
+        let bias = arch == .qwen2 || g.tensors["blk.0.attn_q.bias"] != nil
+
+        self.init(architecture: arch, hiddenSize: hidden, layerCount: layers, headCount: heads, kvHeadCount: kvHeads,
+                  headDim: headDim, intermediateSize: ffn, vocabularySize: vocab,
+                  maxPositionCount: try r.int(a + "context_length") ?? 2048,
+                  rmsNormEpsilon: Float(try r.double(a + "attention.layer_norm_rms_epsilon") ?? 1e-5),
+                  ropeTheta: try r.double(a + "rope.freq_base") ?? 10000, ropeScaling: scaling,
+                  tieWordEmbeddings: g.tensors["output.weight"] == nil, attentionBias: bias, slidingWindow: nil,
+                  bosTokenID: try r.int("tokenizer.ggml.bos_token_id"), eosTokenIDs: eos)
+    }
+}
+
+// MARK: - Weights from GGUF tensors
+
+extension ModelWeights {
+    /// Binds every tensor of a GGUF checkpoint, checking shapes against `config`. Float tensors stay
+    /// memory-mapped in their stored dtype; quantized ones are widened to float32 at load (the
+    /// kernels compute in float), keeping the blocks on `WeightMatrix.quantized`.
+    ///
+    /// llama.cpp's converter permutes the Q and K rows of `llama` models so that each head's rotary
+    /// pairs are adjacent (interleaved RoPE); Banyan rotates halves as transformers does, so those
+    /// rows are put back in Hugging Face order here (`qwen2` files are not permuted).
+    static func load(gguf g: GGUFFile, config c: ModelConfig) throws -> ModelWeights {
+        var used = Set<String>()
+        var owners: [any Sendable] = [g.file]
+
+        func tensor(_ name: String, shape: [Int]) throws -> GGUFTensor {
+            guard let t = g.tensors[name] else { throw ModelError.missingTensor(name: name, files: g.path) }
+            guard t.shape == shape else {
+                throw ModelError.tensorMismatch(name: name, file: g.path, expected: "shape \(shape) (ggml order, from the metadata)",
+                                                found: "shape \(t.shape)")
+            }
+            used.insert(name)
+            return t
+        }
+        /// `[rows, cols]` matrix; `headsToUnpermute` undoes the converter's Q/K row permutation.
+        func matrix(_ name: String, _ rows: Int, _ cols: Int, headsToUnpermute: Int? = nil) throws -> WeightMatrix {
+            let t = try tensor(name, shape: [cols, rows])
+            let rowBytes = t.byteCount / rows
+            var source = t.pointer
+            if let heads = headsToUnpermute {
+                let copy = AlignedCopy(byteCount: t.byteCount)
+                unpermuteRotaryRows(from: t.pointer, to: copy.base, rows: rows, rowByteCount: rowBytes, heads: heads)
+                owners.append(copy)
+                source = UnsafeRawPointer(copy.base)
+            }
+            switch t.type {
+            case .f32, .f16, .bf16:
+                let dtype: DType = t.type == .f32 ? .f32 : t.type == .f16 ? .f16 : .bf16
+                if Int(bitPattern: source) % dtype.byteCount != 0 {  // only with a general.alignment below 4
+                    let copy = AlignedCopy(from: source, byteCount: t.byteCount)
+                    owners.append(copy)
+                    source = UnsafeRawPointer(copy.base)
+                }
+                return WeightMatrix(dtype: dtype, rows: rows, cols: cols, base: source)
+            default:
+                let widened = AlignedCopy(byteCount: rows * cols * 4)
+                let out = widened.base.assumingMemoryBound(to: Float.self)
+                for r in 0..<rows { Dequantize.row(t.type, source + r * rowBytes, count: cols, into: out + r * cols) }
+                owners.append(widened)
+                return WeightMatrix(dtype: .f32, rows: rows, cols: cols, base: UnsafeRawPointer(widened.base),
+                                    quantized: QuantizedRows(type: t.type, base: source, rowByteCount: rowBytes))
+            }
+        }
+        func vector(_ name: String, _ count: Int, headsToUnpermute: Int? = nil) throws -> [Float] {
+            let t = try tensor(name, shape: [count])
+            var v = [Float](repeating: 0, count: count)
+            v.withUnsafeMutableBufferPointer { Dequantize.row(t.type, t.pointer, count: count, into: $0.baseAddress!) }
+            if let heads = headsToUnpermute {
+                let permuted = v
+                permuted.withUnsafeBytes { src in
+                    v.withUnsafeMutableBytes { unpermuteRotaryRows(from: src.baseAddress!, to: $0.baseAddress!, rows: count, rowByteCount: 4, heads: heads) }
+                }
+            }
+            return v
+        }
+
+        let h = c.hiddenSize
+        let permuteQK = c.architecture == .llama
+        let embedding = try matrix("token_embd.weight", c.vocabularySize, h)
+        var layers: [LayerWeights] = []
+        for i in 0..<c.layerCount {
+            let p = "blk.\(i)."
+            layers.append(LayerWeights(
+                attentionNorm: try vector(p + "attn_norm.weight", h),
+                wq: try matrix(p + "attn_q.weight", c.qDim, h, headsToUnpermute: permuteQK ? c.headCount : nil),
+                wk: try matrix(p + "attn_k.weight", c.kvDim, h, headsToUnpermute: permuteQK ? c.kvHeadCount : nil),
+                wv: try matrix(p + "attn_v.weight", c.kvDim, h),
+                wo: try matrix(p + "attn_output.weight", h, c.qDim),
+                bq: c.attentionBias ? try vector(p + "attn_q.bias", c.qDim, headsToUnpermute: permuteQK ? c.headCount : nil) : nil,
+                bk: c.attentionBias ? try vector(p + "attn_k.bias", c.kvDim, headsToUnpermute: permuteQK ? c.kvHeadCount : nil) : nil,
+                bv: c.attentionBias ? try vector(p + "attn_v.bias", c.kvDim) : nil,
+                mlpNorm: try vector(p + "ffn_norm.weight", h),
+                wGate: try matrix(p + "ffn_gate.weight", c.intermediateSize, h),
+                wUp: try matrix(p + "ffn_up.weight", c.intermediateSize, h),
+                wDown: try matrix(p + "ffn_down.weight", h, c.intermediateSize)))
+        }
+        let finalNorm = try vector("output_norm.weight", h)
+        let lmHead = c.tieWordEmbeddings ? embedding : try matrix("output.weight", c.vocabularySize, h)
+
+        let extra = g.tensorNames.filter { !used.contains($0) }
+        if let first = extra.first {
+            let why = first == "rope_freqs.weight" ? "RoPE frequency factors (llama3 rope scaling) unsupported"
+                                                   : "no such tensor for \(c.architecture.rawValue)"
+            throw ModelError.tensorMismatch(name: first, file: g.path, expected: why,
+                                            found: "\(extra.count) unexpected tensor(s)")
+        }
+        return ModelWeights(embedding: embedding, layers: layers, finalNorm: finalNorm, lmHead: lmHead, owners: owners)
+    }
+}
+
+/// Undoes llama.cpp's `LlamaModel.permute` on the rows of a Q or K projection (or bias): within each
+/// head of `rows / heads` rows, the converter moved Hugging Face row `s · half + i` (s = 0, 1) to
+/// row `2i + s`. Rows are moved whole, so this works on any row format, quantized blocks included.
+func unpermuteRotaryRows(from src: UnsafeRawPointer, to dst: UnsafeMutableRawPointer, rows: Int, rowByteCount: Int, heads: Int) {
+    let perHead = rows / heads, half = perHead / 2
+    for h in 0..<heads {
+        for s in 0..<2 {
+            for i in 0..<half {
+                let hf = h * perHead + s * half + i, stored = h * perHead + 2 * i + s
+                (dst + hf * rowByteCount).copyMemory(from: src + stored * rowByteCount, byteCount: rowByteCount)
+            }
+        }
+    }
+}
