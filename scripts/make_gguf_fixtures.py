@@ -30,6 +30,7 @@ Deterministic: re-running with the pinned versions (scripts/requirements.txt) gi
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import shutil
 import tempfile
@@ -351,6 +352,7 @@ def make_smollm2(path: Path, out_file: Path) -> dict:
         "target_logprobs": [float(lp[i, ids[i + 1]]) for i in range(len(ids) - 1)],
         "last_top": {"ids": [int(i) for i in top.indices], "logprobs": [float(v) for v in top.values]},
         "chat": SMOLLM2_CHAT, "greedy": greedy, "greedy_text": tok.decode(greedy["tokens"]),
+        "tokenizer_cases": smollm2_tokenizer_cases(path),
     }
     with open(out_file, "w") as f:
         json.dump(out, f, indent=2, sort_keys=True)
@@ -358,10 +360,118 @@ def make_smollm2(path: Path, out_file: Path) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------- #
+# tokenizers
+# --------------------------------------------------------------------------- #
+
+GPT2_TEXTS = [
+    "hello there", "the tea is hot", "Hello, World! 123 4567", "  leading and trailing  ", "tabs\tand\nnew\n\nlines",
+    "<|im_start|>user\nhi there<|im_end|>\n", "héllo wörld ☃ 日本 🙂", "it's what we'd've said", "",
+]
+SPM_TEXTS = ["hello world", "the time is now", "  two spaces", "Once upon a time.", "zebra ☃ 42", "a\nb", ""]
+SMOLLM2_TEXTS = [
+    "The capital of France is Paris.", "In 2024, 3.14159 and 1,000,000 people!", "def f(x):\n    return x ** 2\n",
+    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n", "naïve café — “quotes” 日本語 🙂",
+    "   spaces   and\ttabs\n\n\nnewlines  ", "",
+]
+
+
+def spm_vocab_gguf(path: Path) -> None:
+    """A tokenizer-only GGUF with a small SentencePiece vocabulary: <unk>, <s>, </s>, 256 byte
+    tokens, characters and a few merged pieces with descending scores, and no merges (they are
+    derived from the scores, as for older llama files)."""
+    pieces = ["\u2581t", "he", "\u2581the", "\u2581a", "in", "\u2581o", "nce", "ce", "\u2581once", "up", "on", "\u2581up",
+              "\u2581upon", "ti", "me", "\u2581ti", "\u2581time", "\u2581is", "is", "ow", "\u2581n", "\u2581now", "ll", "\u2581h",
+              "\u2581he", "llo", "\u2581hello", "or", "\u2581w", "\u2581wor", "ld", "\u2581world", "\u2581\u2581"]
+    chars = sorted(set("abcdefghijklmnopqrstuvwxyzO.\u2581"))
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)]
+    types = [2, 3, 3] + [6] * 256
+    scores = [0.0, 0.0, 0.0] + [0.0] * 256
+    for i, p in enumerate(pieces):
+        tokens.append(p); types.append(1); scores.append(-float(i))
+    for i, c in enumerate(chars):
+        tokens.append(c); types.append(1); scores.append(-100.0 - i)
+    w = gguf.GGUFWriter(str(path), arch="llama")
+    w.add_tokenizer_model("llama")
+    w.add_token_list(tokens)
+    w.add_token_types(types)
+    w.add_token_scores(scores)
+    w.add_bos_token_id(1)
+    w.add_eos_token_id(2)
+    w.add_unk_token_id(0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
+def tokenizer_cases(tok, texts: list[str], add_special_tokens: bool) -> list[dict]:
+    out = []
+    for t in texts:
+        ids = tok(t, add_special_tokens=add_special_tokens)["input_ids"]
+        out.append({"text": t, "ids": ids, "decoded": tok.decode(ids)})
+    return out
+
+
+def make_tokenizers(out_dir: Path) -> dict:
+    """`tokenizers.json`: ids (and decoded text) from transformers' GGUF tokenizer for the gpt2-style
+    vocabulary of llama-q4_1.gguf and the SentencePiece vocabulary of spm-vocab.gguf."""
+    from transformers import AutoTokenizer
+    spm_vocab_gguf(out_dir / "spm-vocab.gguf")
+    gpt2 = AutoTokenizer.from_pretrained(str(out_dir), gguf_file="llama-q4_1.gguf")
+    spm = AutoTokenizer.from_pretrained(str(out_dir), gguf_file="spm-vocab.gguf")
+    # transformers 5 puts "▁" before the text with Metaspace(prepend_scheme="first"), which skips it
+    # when the text already starts with a space; llama.cpp (add_space_prefix) and Llama 2's
+    # tokenizer.json (a Prepend normalizer) always add it. The reference follows llama.cpp: the same
+    # vocabulary and merges with Llama 2's normalizer, checked against transformers elsewhere.
+    from tokenizers import normalizers
+    legacy = copy.deepcopy(spm)
+    legacy.backend_tokenizer.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
+    legacy.backend_tokenizer.pre_tokenizer = None
+    for t in SPM_TEXTS:
+        if not t.startswith(" "):
+            check(legacy(t)["input_ids"] == spm(t)["input_ids"], f"SentencePiece normalizers differ on {t!r}")
+    out = {
+        "llama-q4_1.gguf": tokenizer_cases(gpt2, GPT2_TEXTS, True),
+        "spm-vocab.gguf": tokenizer_cases(legacy, SPM_TEXTS, True),
+    }
+    check(out["spm-vocab.gguf"][0]["ids"][0] == 1, "SentencePiece vocabulary adds BOS")
+    with open(out_dir / "tokenizers.json", "w") as f:
+        json.dump(out, f, indent=2, sort_keys=True, ensure_ascii=False)
+        f.write("\n")
+    return out
+
+
+def smollm2_tokenizer_cases(path: Path) -> list[dict]:
+    """SmolLM2's tokenizer as its tokenizer.json builds it (each digit alone, then GPT-2's byte-level
+    split; llama.cpp's `smollm` pre-tokenizer does the same), from the GGUF's tokens and merges.
+    transformers' GGUF tokenizer has no digit split for `smollm`, so it is only checked to agree on
+    the texts without digits."""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import AutoTokenizer
+    r = gguf.GGUFReader(str(path))
+    tokens = r.fields["tokenizer.ggml.tokens"].contents()
+    types = r.fields["tokenizer.ggml.token_type"].contents()
+    merges = [tuple(m.split(" ")) for m in r.fields["tokenizer.ggml.merges"].contents()]
+    tok = Tokenizer(models.BPE(vocab={t: i for i, t in enumerate(tokens)}, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False)])
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t, ty in zip(tokens, types) if ty == 3])
+    hf = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    cases = []
+    for t in SMOLLM2_TEXTS:
+        ids = tok.encode(t).ids
+        if not any(c.isdigit() for c in t):
+            check(ids == hf(t, add_special_tokens=True)["input_ids"], f"smollm2 tokenizers vs transformers on {t!r}")
+        cases.append({"text": t, "ids": ids, "decoded": tok.decode(ids, skip_special_tokens=False)})
+    return cases
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
-    ap.add_argument("--only", nargs="*", help="only these fixture names (dequant: the dequantization file, smollm2)")
+    ap.add_argument("--only", nargs="*", help="only these fixture names (also: dequant, tokenizers, smollm2)")
     ap.add_argument("--smollm2", type=Path, default=SMOLLM2, help="SmolLM2-135M-Instruct.Q4_1.gguf (skipped when absent)")
     args = ap.parse_args()
     torch.use_deterministic_algorithms(True)
@@ -376,6 +486,9 @@ def main() -> None:
         ref = make_model(fx, args.out)
         print(f"{fx['name']}: {ref['gguf_types']}, greedy {ref['greedy']['tokens']}, "
               f"min margin {min(ref['greedy']['margins']):.3f}", flush=True)
+    if not args.only or "tokenizers" in args.only:
+        make_tokenizers(args.out)
+        print("tokenizers.json", flush=True)
     if (not args.only or "smollm2" in args.only) and args.smollm2.exists():
         ref = make_smollm2(args.smollm2, args.out.parent / "smollm2_gguf_reference.json")
         print(f"smollm2: {len(ref['input_ids'])} tokens, top {ref['last_top']['ids'][:3]}, greedy {ref['greedy_text']!r}")
