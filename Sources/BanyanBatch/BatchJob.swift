@@ -34,6 +34,7 @@ public struct BatchJob {
         self.engine = engine
         self.policy = policy
         let template = try engine.model.folder.flatMap { try ChatTemplate.load(modelFolder: $0) }
+            ?? engine.model.gguf.flatMap { try ChatTemplate.load(gguf: $0) }
         parser = BatchInputParser(engine: engine, chatTemplate: template)
         writer = RecordWriter(modelName: engine.model.name, tokenizer: engine.tokenizer)
     }

@@ -3,6 +3,7 @@ import Testing
 import BanyanKernels
 import BanyanModel
 import BanyanEngine
+import BanyanTokenizer
 import BanyanTestSupport
 
 /// The GGUF fixtures (scripts/make_gguf_fixtures.py) against transformers loading the same files.
@@ -38,6 +39,7 @@ struct SmolLM2Reference: Decodable {
     let last_top: Top
     let greedy: Reference.Greedy
     let greedy_text: String
+    let chat: String
 }
 
 @Suite("SmolLM2 GGUF (../shared)")
@@ -79,5 +81,27 @@ struct SmolLM2GGUFTests {
         let got = try engine.generate(request).completions[0].tokens
         let trusted = ref.greedy.margins.firstIndex { $0 <= tol } ?? ref.greedy.tokens.count
         #expect(Array(got.prefix(trusted)) == Array(ref.greedy.tokens.prefix(trusted)), "reference answer: \(ref.greedy_text)")
+    }
+
+    /// Text in, text out with the tokenizer from the file's metadata: the ChatML prompt encodes to
+    /// transformers' ids (no BOS: add_bos_token is false) and the greedy answer stops at <|im_end|>.
+    @Test func chatText() throws {
+        guard let shared = FixturePaths.shared else {
+            print("skipping SmolLM2 GGUF chat: ../shared absent")
+            return
+        }
+        let path = shared.appendingPathComponent("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf").path
+        let ref = try JSONDecoder().decode(SmolLM2Reference.self, from: Data(contentsOf: FixturePaths.fixtures.appendingPathComponent("smollm2_gguf_reference.json")))
+        let pool = ThreadPool(threadCount: 2)
+        let model = try Model.load(path, threads: pool)
+        let gguf = try #require(model.gguf)
+        let engine = try Engine(model: model, tokenizer: try Tokenizer.load(gguf: gguf), threads: pool)
+        let prompt = try engine.encodePrompt(ref.chat)
+        #expect(prompt == ref.greedy.prompt)
+        var request = Request(prompt: prompt)
+        request.maxTokens = 16
+        request.sampling.temperature = 0
+        let completion = try engine.generate(request).completions[0]
+        #expect(completion.text == "The capital of France is Paris.")
     }
 }
