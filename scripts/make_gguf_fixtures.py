@@ -32,8 +32,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import shutil
-import tempfile
+import sys
 from pathlib import Path
 
 import gguf
@@ -42,10 +41,12 @@ import torch
 from gguf import GGMLQuantizationType as T
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_fixtures import LINEAR_STD, check, compute_reference, init_weights, logprobs_of, write_json  # noqa: E402
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_OUT = REPO_ROOT / "Tests" / "Fixtures" / "gguf"
 
-LINEAR_STD, EMBED_STD, BIAS_STD, NORM_JITTER = 0.15, 0.4, 0.2, 0.1
 SEQ_LEN, PROMPT_LEN, GREEDY_STEPS = 24, 4, 8
 MIN_GREEDY_MARGIN = 0.01
 BOS, EOS = 1, 2
@@ -75,11 +76,6 @@ FIXTURES = [
          ktypes={"attn_q": "Q4_K", "attn_k": "Q5_K", "attn_v": "Q6_K", "attn_output": "Q4_K",
                  "ffn_gate": "Q5_K", "ffn_up": "Q4_K", "ffn_down": "Q6_K", "output": "Q6_K"}),
 ]
-
-
-def check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise SystemExit(f"check failed: {msg}")
 
 
 # --------------------------------------------------------------------------- #
@@ -184,21 +180,7 @@ def hf_model(fx: dict, shape: dict):
         model = LlamaForCausalLM(LlamaConfig(**cfg, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**cfg, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
-    g = torch.Generator().manual_seed(fx["seed"])
-    seen = set()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            if name.endswith("norm.weight"):
-                p.copy_(1.0 + NORM_JITTER * torch.randn(p.shape, generator=g))
-            elif name.endswith(".bias"):
-                p.copy_(BIAS_STD * torch.randn(p.shape, generator=g))
-            elif "embed_tokens" in name:
-                p.copy_(EMBED_STD * torch.randn(p.shape, generator=g))
-            else:
-                p.copy_(LINEAR_STD * torch.randn(p.shape, generator=g))
+    init_weights(model, fx["seed"])  # scripts/make_fixtures.py's scaled-up init
     return model
 
 
@@ -290,9 +272,7 @@ def make_model(fx: dict, out_dir: Path) -> dict:
     check(min(ref["greedy"]["margins"]) > MIN_GREEDY_MARGIN,
           f"{name}: greedy top-2 margin {min(ref['greedy']['margins'])} too small; pick another seed")
     out = {"model_type": arch, "dtype": "float32", "gguf_types": gguf_types(path), **ref}
-    with open(out_dir / f"{name}.reference.json", "w") as f:
-        json.dump(out, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_json(out_dir / f"{name}.reference.json", out)
     return out
 
 
@@ -306,26 +286,6 @@ def gguf_types(path: Path) -> dict:
 def load_gguf(path: Path):
     return AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
                                                 attn_implementation="eager").eval()
-
-
-@torch.no_grad()
-def logprobs_of(model, ids: list[int]) -> torch.Tensor:
-    logits = model(torch.tensor([ids], dtype=torch.long)).logits[0].float()
-    return torch.log_softmax(logits, dim=-1)
-
-
-@torch.no_grad()
-def compute_reference(model, input_ids: list[int], prompt: list[int], steps: int) -> dict:
-    lp = logprobs_of(model, input_ids)
-    targets = [float(lp[i, input_ids[i + 1]]) for i in range(len(input_ids) - 1)]
-    seq, tokens, margins = list(prompt), [], []
-    for _ in range(steps):
-        top = torch.topk(logprobs_of(model, seq)[-1], 2)
-        tokens.append(int(top.indices[0]))
-        margins.append(float(top.values[0] - top.values[1]))
-        seq.append(tokens[-1])
-    return {"input_ids": input_ids, "target_logprobs": targets, "last_logprobs": [float(x) for x in lp[-1]],
-            "greedy": {"prompt": list(prompt), "tokens": tokens, "margins": margins}}
 
 
 SMOLLM2 = Path("/work/shared/models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -354,9 +314,7 @@ def make_smollm2(path: Path, out_file: Path) -> dict:
         "chat": SMOLLM2_CHAT, "greedy": greedy, "greedy_text": tok.decode(greedy["tokens"]),
         "tokenizer_cases": smollm2_tokenizer_cases(path),
     }
-    with open(out_file, "w") as f:
-        json.dump(out, f, indent=2, sort_keys=True)
-        f.write("\n")
+    write_json(out_file, out)
     return out
 
 

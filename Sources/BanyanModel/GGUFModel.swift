@@ -3,37 +3,24 @@ import BanyanKernels
 
 // MARK: - Config from GGUF metadata
 
-/// Typed access to GGUF metadata with errors naming the file and key, expected vs found.
-struct GGUFMetadataReader {
-    let gguf: GGUFFile
-
-    private func fail(_ key: String, _ expected: String, _ value: GGUFValue) -> ModelError {
-        .config(file: gguf.path, field: key, message: "expected \(expected), found \(value.brief)")
-    }
-    private func missing(_ key: String) -> ModelError { .config(file: gguf.path, field: key, message: "missing") }
-
-    func int(_ key: String) throws -> Int? {
-        guard let v = gguf.metadata[key] else { return nil }
-        guard let i = v.intValue else { throw fail(key, "an integer", v) }
-        return i
-    }
-    func requiredInt(_ key: String) throws -> Int {
-        guard let v = try int(key) else { throw missing(key) }
-        return v
-    }
-    func double(_ key: String) throws -> Double? {
-        guard let v = gguf.metadata[key] else { return nil }
-        guard let d = v.doubleValue else { throw fail(key, "a number", v) }
-        return d
-    }
-    func string(_ key: String) throws -> String? {
-        guard let v = gguf.metadata[key] else { return nil }
-        guard let s = v.stringValue else { throw fail(key, "a string", v) }
-        return s
-    }
-    func requiredString(_ key: String) throws -> String {
-        guard let v = try string(key) else { throw missing(key) }
-        return v
+extension GGUFFile {
+    /// The scalar metadata as JSON values, read with config.json's typed accessors and messages
+    /// (`<file>: llama.block_count: missing`). Arrays (token lists) are left out; an integer beyond
+    /// 2^53, which a JSON number cannot hold exactly, becomes its decimal string, so reading it as a
+    /// number is an error rather than a rounded value.
+    var scalarMetadata: ConfigReader {
+        var dict: [String: JSONValue] = [:]
+        for (key, value) in metadata {
+            switch value {
+            case .uint(let u): dict[key] = u <= 1 << 53 ? .number(Double(u)) : .string(String(u))
+            case .int(let i): dict[key] = i.magnitude <= 1 << 53 ? .number(Double(i)) : .string(String(i))
+            case .float(let d): dict[key] = .number(d)
+            case .bool(let b): dict[key] = .bool(b)
+            case .string(let s): dict[key] = .string(s)
+            case .array: break
+            }
+        }
+        return ConfigReader(dict: dict, file: path, prefix: "")
     }
 }
 
@@ -53,8 +40,10 @@ extension ModelConfig {
     /// src/llama-arch.cpp); BOS/EOS from `tokenizer.ggml.*`. The vocabulary size is the row count of
     /// `token_embd.weight`; tied embeddings when the file has no `output.weight`.
     public init(gguf g: GGUFFile) throws {
-        let r = GGUFMetadataReader(gguf: g)
-        let archName = try r.requiredString("general.architecture")
+        let r = g.scalarMetadata
+        guard let archName = try r.string("general.architecture") else {
+            throw ModelError.config(file: g.path, field: "general.architecture", message: "missing")
+        }
         guard let arch = Architecture(ggufName: archName) else {
             throw ModelError.config(file: g.path, field: "general.architecture", message: "\"\(archName)\" unsupported (llama, qwen2)")
         }
@@ -197,28 +186,12 @@ extension ModelWeights {
             return v
         }
 
-        let h = c.hiddenSize
+        // Only llama files are permuted (llama.cpp runs qwen2 with NEOX, i.e. rotate-half, RoPE).
         let permuteQK = c.architecture == .llama
-        let embedding = try matrix("token_embd.weight", c.vocabularySize, h)
-        var layers: [LayerWeights] = []
-        for i in 0..<c.layerCount {
-            let p = "blk.\(i)."
-            layers.append(LayerWeights(
-                attentionNorm: try vector(p + "attn_norm.weight", h),
-                wq: try matrix(p + "attn_q.weight", c.qDim, h, headsToUnpermute: permuteQK ? c.headCount : nil),
-                wk: try matrix(p + "attn_k.weight", c.kvDim, h, headsToUnpermute: permuteQK ? c.kvHeadCount : nil),
-                wv: try matrix(p + "attn_v.weight", c.kvDim, h),
-                wo: try matrix(p + "attn_output.weight", h, c.qDim),
-                bq: c.attentionBias ? try vector(p + "attn_q.bias", c.qDim, headsToUnpermute: permuteQK ? c.headCount : nil) : nil,
-                bk: c.attentionBias ? try vector(p + "attn_k.bias", c.kvDim, headsToUnpermute: permuteQK ? c.kvHeadCount : nil) : nil,
-                bv: c.attentionBias ? try vector(p + "attn_v.bias", c.kvDim) : nil,
-                mlpNorm: try vector(p + "ffn_norm.weight", h),
-                wGate: try matrix(p + "ffn_gate.weight", c.intermediateSize, h),
-                wUp: try matrix(p + "ffn_up.weight", c.intermediateSize, h),
-                wDown: try matrix(p + "ffn_down.weight", h, c.intermediateSize)))
-        }
-        let finalNorm = try vector("output_norm.weight", h)
-        let lmHead = c.tieWordEmbeddings ? embedding : try matrix("output.weight", c.vocabularySize, h)
+        let (embedding, layers, finalNorm, lmHead) = try assemble(
+            config: c, names: .gguf,
+            matrix: { name, rows, cols, heads in try matrix(name, rows, cols, headsToUnpermute: permuteQK ? heads : nil) },
+            vector: { name, count, heads in try vector(name, count, headsToUnpermute: permuteQK ? heads : nil) })
 
         let extra = g.tensorNames.filter { !used.contains($0) }
         if let first = extra.first {

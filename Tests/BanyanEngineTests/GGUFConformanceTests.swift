@@ -40,6 +40,7 @@ struct SmolLM2Reference: Decodable {
     let greedy: Reference.Greedy
     let greedy_text: String
     let chat: String
+    let tokenizer_cases: [TokenizerCase]
 }
 
 @Suite("SmolLM2 GGUF (../shared)")
@@ -48,13 +49,19 @@ struct SmolLM2GGUFTests {
     /// same dequantized weights. Only summation order differs, but through 30 layers and a 49152-way
     /// softmax: 1e-3. Greedy tokens are compared up to the first step whose reference margin is
     /// within that tolerance (none here: the smallest margin is 0.9).
-    @Test func matchesTransformers() throws {
+    /// The file under ../shared and its reference, or nil (printing why the test is skipped).
+    static func fixture(_ test: String) throws -> (path: String, reference: SmolLM2Reference)? {
         guard let shared = FixturePaths.shared else {
-            print("skipping SmolLM2 GGUF: ../shared absent")
-            return
+            print("skipping \(test): ../shared absent")
+            return nil
         }
-        let path = shared.appendingPathComponent("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf").path
-        let ref = try JSONDecoder().decode(SmolLM2Reference.self, from: Data(contentsOf: FixturePaths.fixtures.appendingPathComponent("smollm2_gguf_reference.json")))
+        let url = FixturePaths.fixtures.appendingPathComponent("smollm2_gguf_reference.json")
+        return (shared.appendingPathComponent("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf").path,
+                try JSONDecoder().decode(SmolLM2Reference.self, from: Data(contentsOf: url)))
+    }
+
+    @Test func matchesTransformers() throws {
+        guard let (path, ref) = try Self.fixture("SmolLM2 GGUF") else { return }
         let engine = try makeEngine(path)
         let c = engine.model.config
         #expect(c == ModelConfig(architecture: .llama, hiddenSize: 576, layerCount: 30, headCount: 9, kvHeadCount: 3, headDim: 64,
@@ -74,24 +81,13 @@ struct SmolLM2GGUFTests {
         #expect(argmax == ref.last_top.ids[0])
         print("SmolLM2 GGUF: max |Δ logprob| teacher-forced \(worst), last-position top \(worstTop)")
 
-        var request = Request(prompt: ref.greedy.prompt)
-        request.maxTokens = ref.greedy.tokens.count
-        request.sampling.temperature = 0
-        request.ignoreEOS = true
-        let got = try engine.generate(request).completions[0].tokens
-        let trusted = ref.greedy.margins.firstIndex { $0 <= tol } ?? ref.greedy.tokens.count
-        #expect(Array(got.prefix(trusted)) == Array(ref.greedy.tokens.prefix(trusted)), "reference answer: \(ref.greedy_text)")
+        #expect(try ConformanceTests().checkGreedy(ref.greedy, engine: engine, tolerance: tol) == ref.greedy.tokens.count)
     }
 
     /// Text in, text out with the tokenizer from the file's metadata: the ChatML prompt encodes to
     /// transformers' ids (no BOS: add_bos_token is false) and the greedy answer stops at <|im_end|>.
     @Test func chatText() throws {
-        guard let shared = FixturePaths.shared else {
-            print("skipping SmolLM2 GGUF chat: ../shared absent")
-            return
-        }
-        let path = shared.appendingPathComponent("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf").path
-        let ref = try JSONDecoder().decode(SmolLM2Reference.self, from: Data(contentsOf: FixturePaths.fixtures.appendingPathComponent("smollm2_gguf_reference.json")))
+        guard let (path, ref) = try Self.fixture("SmolLM2 GGUF chat") else { return }
         let pool = ThreadPool(threadCount: 2)
         let model = try Model.load(path, threads: pool)
         let gguf = try #require(model.gguf)

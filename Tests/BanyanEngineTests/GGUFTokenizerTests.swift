@@ -40,14 +40,8 @@ struct TokenizerCase: Decodable, Sendable, CustomStringConvertible {
     /// The real SmolLM2 vocabulary (`smollm` pre-tokenizer: each digit alone) against its
     /// tokenizer.json rebuilt with Hugging Face `tokenizers`; skipped without ../shared.
     @Test func smolLM2() throws {
-        guard let shared = FixturePaths.shared else {
-            print("skipping SmolLM2 GGUF tokenizer: ../shared absent")
-            return
-        }
-        struct Cases: Decodable { let tokenizer_cases: [TokenizerCase] }
-        let ref = try JSONDecoder().decode(Cases.self, from: Data(contentsOf: FixturePaths.fixtures.appendingPathComponent("smollm2_gguf_reference.json")))
-        let file = try GGUFFile(path: shared.appendingPathComponent("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf").path)
-        let tok = try #require(try Tokenizer.load(gguf: file))
+        guard let (path, ref) = try SmolLM2GGUFTests.fixture("SmolLM2 GGUF tokenizer") else { return }
+        let tok = try #require(try Tokenizer.load(gguf: try GGUFFile(path: path)))
         #expect(tok.vocabularySize == 49152 && tok.bosTokenID == nil && tok.isSpecialToken(1) && tok.isSpecialToken(2))
         for c in ref.tokenizer_cases {
             #expect(tok.encode(c.text, addSpecialTokens: true) == c.ids, "\(c)")

@@ -173,7 +173,7 @@ import BanyanTestSupport
                message: "general.architecture: \"gemma\" unsupported (llama, qwen2)"),
         Broken(description: "missing key", edit: { $0.metadata.remove(at: 3) }, message: "llama.block_count: missing"),
         Broken(description: "key of the wrong type", edit: { $0.metadata[4].value = .string("16") },
-               message: "llama.feed_forward_length: expected an integer, found the string \"16\""),
+               message: "llama.feed_forward_length: expected an integer, found \"16\""),
         Broken(description: "negative count", edit: { $0.metadata[5].value = .i32(-2) },
                message: "llama.attention.head_count: must be positive, found -2"),
         Broken(description: "yarn rope scaling", edit: { $0.metadata.append(("llama.rope.scaling.type", .string("yarn"))) },
