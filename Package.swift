@@ -19,6 +19,9 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.6.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.0.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.5.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.0.0"),
     ],
     targets: [
         // -O3 measurably matters for the intrinsics kernels: prefill 110-128 GFLOP/s with it, ~50
@@ -35,10 +38,22 @@ let package = Package(
                 swiftSettings: strict),
         .target(name: "BanyanBench", dependencies: ["BanyanEngine", "BanyanModel", "BanyanAttention", "BanyanKV", "BanyanKernels"],
                 swiftSettings: strict),
-        .target(name: "BanyanBatch", dependencies: ["BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanKV"],
+        // OpenAI request bodies -> engine requests, chat templates, choice formatting: shared by batch and serve.
+        .target(name: "BanyanOpenAI", dependencies: ["BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanKV"],
                 swiftSettings: strict),
+        .target(name: "BanyanBatch", dependencies: ["BanyanOpenAI", "BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanKV"],
+                swiftSettings: strict),
+        .target(name: "BanyanServer", dependencies: [
+            "BanyanOpenAI", "BanyanEngine", "BanyanModel", "BanyanKernels", "BanyanKV",
+            .product(name: "Hummingbird", package: "hummingbird"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+        ], swiftSettings: strict),
         .executableTarget(name: "banyan", dependencies: [
-            "BanyanEngine", "BanyanTokenizer", "BanyanBench", "BanyanBatch",
+            "BanyanEngine", "BanyanTokenizer", "BanyanBench", "BanyanBatch", "BanyanServer",
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], swiftSettings: strict),
         .target(name: "BanyanTestSupport", dependencies: ["BanyanKernels"], swiftSettings: strict),
@@ -51,6 +66,11 @@ let package = Package(
         .testTarget(name: "BanyanEngineTests", dependencies: ["BanyanEngine", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanBenchTests", dependencies: ["BanyanBench", "BanyanTestSupport"], swiftSettings: strict),
         .testTarget(name: "BanyanBatchTests", dependencies: ["BanyanBatch", "BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanOpenAITests", dependencies: ["BanyanOpenAI", "BanyanEngine", "BanyanModel", "BanyanKernels", "BanyanTestSupport"], swiftSettings: strict),
+        .testTarget(name: "BanyanServerTests", dependencies: [
+            "BanyanServer", "BanyanOpenAI", "BanyanEngine", "BanyanTokenizer", "BanyanModel", "BanyanKernels", "BanyanTestSupport",
+            .product(name: "HummingbirdTesting", package: "hummingbird"),
+        ], swiftSettings: strict),
         .testTarget(name: "BanyanCLITests", dependencies: ["BanyanTestSupport"], swiftSettings: strict),
     ]
 )

@@ -1,6 +1,7 @@
 import Foundation
 import BanyanEngine
 import BanyanModel
+import BanyanOpenAI
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -33,8 +34,7 @@ public struct BatchJob {
     public init(engine: Engine, policy: SchedulingPolicy = .prefixTree) throws {
         self.engine = engine
         self.policy = policy
-        let template = try engine.model.folder.flatMap { try ChatTemplate.load(modelFolder: $0) }
-            ?? engine.model.gguf.flatMap { try ChatTemplate.load(gguf: $0) }
+        let template = try ChatTemplate.load(model: engine.model)
         parser = BatchInputParser(engine: engine, chatTemplate: template)
         writer = RecordWriter(modelName: engine.model.name, tokenizer: engine.tokenizer)
     }
@@ -81,10 +81,10 @@ public struct BatchJob {
         var requests: [Request] = []
         var owner: [(item: Int, prompt: Int)] = []
         for (i, item) in items.enumerated() {
-            for (p, r) in item.requests.enumerated() { requests.append(r); owner.append((i, p)) }
+            for (p, r) in item.body.requests.enumerated() { requests.append(r); owner.append((i, p)) }
         }
-        var outputs: [[BatchOutput?]] = items.map { [BatchOutput?](repeating: nil, count: $0.requests.count) }
-        var remaining = items.map(\.requests.count)
+        var outputs: [[BatchOutput?]] = items.map { [BatchOutput?](repeating: nil, count: $0.body.requests.count) }
+        var remaining = items.map(\.body.requests.count)
         var firstError: [(any Error)?] = items.map { _ in nil }
         var writeError: (any Error)? = nil
         summary.stats = engine.runBatch(requests, policy: policy) { r, result in
@@ -95,7 +95,7 @@ public struct BatchJob {
                 summary.completionTokens += o.completionTokens
                 summary.promptTokens += o.promptTokens
             case .failure(let e):
-                if firstError[i] == nil { firstError[i] = items[i].requests.count > 1 ? PromptError(index: p, error: e) : e }
+                if firstError[i] == nil { firstError[i] = items[i].body.requests.count > 1 ? PromptError(index: p, error: e) : e }
             }
             remaining[i] -= 1
             guard remaining[i] == 0 else { return }

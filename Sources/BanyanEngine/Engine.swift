@@ -89,11 +89,13 @@ public final class Engine: @unchecked Sendable {
     let buffers: StepBuffers
 
     public init(model: Model, tokenizer: Tokenizer? = nil, threads: ThreadPool, options: EngineOptions = EngineOptions()) throws {
+        // Numeric settings are fixed for the engine's lifetime; another precision is another Model
+        // value over the same weights, so engines sharing a model never change each other's math.
+        let model = options.precision.map { model.with(precision: $0) } ?? model
         self.model = model
         self.tokenizer = tokenizer
         self.threads = threads
         self.options = options
-        if let p = options.precision { model.precision = p }
         let c = model.config
         let layout = KVLayout(layerCount: c.layerCount, kvHeadCount: c.kvHeadCount, headDim: c.headDim,
                               dtype: options.kvDType ?? EngineOptions.defaultKVDType(precision: model.precision))

@@ -334,6 +334,9 @@ public final class Scheduler {
     /// Back to the front of the queue; resumed later by recomputing its context (mostly from the cache).
     func preempt(_ s: Sample) {
         let e = owner(s)
+        // Its KV stays findable in the cache (evicted only if memory is still short), so a resume
+        // often recomputes nothing.
+        cache?.insert(e.request.prompt + s.fed, blocks: kv.blocks(s.seq!))
         kv.free(s.seq!)
         s.seq = nil
         live.removeAll { $0 === s }
@@ -343,6 +346,7 @@ public final class Scheduler {
     }
 
     func preempt(_ j: Job) {
+        if j.done > 0 { cache?.insert(Array(j.tokens.prefix(j.done)), blocks: kv.blocks(j.seq)) }
         kv.free(j.seq)
         jobs.removeAll { $0 === j }
         if j.request.promptLogprobsJob === j { j.request.promptLogprobsJob = nil }

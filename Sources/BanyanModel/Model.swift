@@ -14,13 +14,19 @@ public final class Model: @unchecked Sendable {
     public let gguf: GGUFFile?
     /// RoPE inverse frequencies `[headDim / 2]`, scaling applied, as transformers computes them.
     let inverseFrequencies: [Float]
-    /// Activation precision inside the linear layers (set before running); see `defaultPrecision`.
-    public var precision: Precision
+    /// Activation precision inside the linear layers, fixed for the model's lifetime; see `defaultPrecision`.
+    public let precision: Precision
 
-    public init(name: String, config: ModelConfig, weights: ModelWeights, folder: URL? = nil, gguf: GGUFFile? = nil) {
+    public init(name: String, config: ModelConfig, weights: ModelWeights, folder: URL? = nil, gguf: GGUFFile? = nil,
+                precision: Precision? = nil) {
         self.name = name; self.config = config; self.weights = weights; self.folder = folder; self.gguf = gguf
         inverseFrequencies = Model.ropeInverseFrequencies(config)
-        precision = Model.defaultPrecision(weights: weights.dtype)
+        self.precision = precision ?? Model.defaultPrecision(weights: weights.dtype)
+    }
+
+    /// The same weights (shared, not copied) run at another precision.
+    public func with(precision: Precision) -> Model {
+        Model(name: name, config: config, weights: weights, folder: folder, gguf: gguf, precision: precision)
     }
 
     /// `fast` for 16-bit weights, as other engines run them (bf16 KV; activations rounded to bf16

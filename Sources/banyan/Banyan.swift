@@ -7,11 +7,11 @@ import BanyanEngine
 import BanyanTokenizer
 
 @main
-struct Banyan: ParsableCommand {
+struct Banyan: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "banyan",
         abstract: "Batched LLM inference with exact shared-prefix (Hydragen) attention.",
-        subcommands: [Generate.self, Score.self, Info.self, Tokenize.self, Detokenize.self, Bench.self, Batch.self])
+        subcommands: [Generate.self, Score.self, Info.self, Tokenize.self, Detokenize.self, Bench.self, Batch.self, Serve.self])
 }
 
 extension AttentionMode: ExpressibleByArgument {}
@@ -227,8 +227,8 @@ struct Info: ParsableCommand {
 
     func run() throws {
         let pool = ThreadPool(threadCount: options.threads)
-        let model = try Model.load(options.model, threads: pool)
-        if let p = options.precision { model.precision = p }
+        let loaded = try Model.load(options.model, threads: pool)
+        let model = options.precision.map { loaded.with(precision: $0) } ?? loaded
         let c = model.config
         let kvDType = options.kvDtype ?? EngineOptions.defaultKVDType(precision: model.precision)
         let fields: [(String, JSON)] = [

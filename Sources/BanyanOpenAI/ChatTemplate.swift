@@ -16,7 +16,7 @@ public struct ChatTemplate: Sendable {
     public let bosToken: String
     public let eosToken: String
 
-    /// Parses `source`; throws `BatchError.template` naming the line of the first unsupported construct.
+    /// Parses `source`; throws `OpenAIError.template` naming the line of the first unsupported construct.
     public init(source: String, bosToken: String = "", eosToken: String = "") throws {
         nodes = try parseJinja(source)
         self.bosToken = bosToken
@@ -30,7 +30,7 @@ public struct ChatTemplate: Sendable {
         let configURL = modelFolder.appendingPathComponent("tokenizer_config.json")
         var config: JSONValue? = nil
         if let data = FileManager.default.contents(atPath: configURL.path) {
-            guard let parsed = JSONValue.parse(data) else { throw BatchError.job("\(configURL.path): not valid JSON") }
+            guard let parsed = JSONValue.parse(data) else { throw OpenAIError.templateConfig("\(configURL.path): not valid JSON") }
             config = parsed
         }
         func special(_ key: String) -> String {
@@ -46,16 +46,16 @@ public struct ChatTemplate: Sendable {
                 source = s
             } else if let list = t.arrayValue {
                 source = list.first { $0["name"]?.stringValue == "default" }?["template"]?.stringValue
-                guard source != nil else { throw BatchError.job("tokenizer_config.json: chat_template has no template named \"default\"") }
+                guard source != nil else { throw OpenAIError.templateConfig("tokenizer_config.json: chat_template has no template named \"default\"") }
             } else {
-                throw BatchError.job("tokenizer_config.json: chat_template must be a string or a list of {name, template}")
+                throw OpenAIError.templateConfig("tokenizer_config.json: chat_template must be a string or a list of {name, template}")
             }
         }
         guard let source else { return nil }
         do {
             return try ChatTemplate(source: source, bosToken: special("bos_token"), eosToken: special("eos_token"))
-        } catch let e as BatchError {
-            throw BatchError.job("tokenizer_config.json: chat_template: \(e.description)")
+        } catch let e as OpenAIError {
+            throw OpenAIError.templateConfig("tokenizer_config.json: chat_template: \(e.description)")
         }
     }
 
@@ -63,7 +63,7 @@ public struct ChatTemplate: Sendable {
     /// token list (`tokenizer.ggml.bos_token_id` / `eos_token_id`). Nil when the file has none.
     public static func load(gguf: GGUFFile) throws -> ChatTemplate? {
         guard let value = gguf.metadata["tokenizer.chat_template"] else { return nil }
-        guard let source = value.stringValue else { throw BatchError.job("\(gguf.path): tokenizer.chat_template must be a string") }
+        guard let source = value.stringValue else { throw OpenAIError.templateConfig("\(gguf.path): tokenizer.chat_template must be a string") }
         let tokens = gguf.metadata["tokenizer.ggml.tokens"]?.arrayValue ?? []
         func special(_ key: String) -> String {
             guard let id = gguf.metadata["tokenizer.ggml.\(key)"]?.intValue, tokens.indices.contains(id) else { return "" }
@@ -71,9 +71,15 @@ public struct ChatTemplate: Sendable {
         }
         do {
             return try ChatTemplate(source: source, bosToken: special("bos_token_id"), eosToken: special("eos_token_id"))
-        } catch let e as BatchError {
-            throw BatchError.job("\(gguf.path): tokenizer.chat_template: \(e.description)")
+        } catch let e as OpenAIError {
+            throw OpenAIError.templateConfig("\(gguf.path): tokenizer.chat_template: \(e.description)")
         }
+    }
+
+    /// The chat template of a loaded model: its folder's (`load(modelFolder:)`) or its GGUF file's.
+    public static func load(model: Model) throws -> ChatTemplate? {
+        if let folder = model.folder { return try load(modelFolder: folder) }
+        return try model.gguf.flatMap { try load(gguf: $0) }
     }
 
     /// The prompt text for `messages` (special tokens appear as text; encode it without adding more).

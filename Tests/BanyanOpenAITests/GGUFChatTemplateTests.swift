@@ -1,7 +1,7 @@
 import Foundation
 import Testing
 import BanyanModel
-import BanyanBatch
+import BanyanOpenAI
 import BanyanTestSupport
 
 /// Chat templates from GGUF metadata (`tokenizer.chat_template`).
@@ -22,7 +22,7 @@ import BanyanTestSupport
         #expect(try ChatTemplate.load(gguf: try GGUFFile(path: url.path)) == nil)
         image.metadata.append(("tokenizer.chat_template", .u32(3)))
         try image.write(to: url)
-        let error = #expect(throws: BatchError.self) { try ChatTemplate.load(gguf: try GGUFFile(path: url.path)) }
+        let error = #expect(throws: OpenAIError.self) { try ChatTemplate.load(gguf: try GGUFFile(path: url.path)) }
         #expect(error?.description == "\(url.path): tokenizer.chat_template must be a string")
     }
 

@@ -212,7 +212,7 @@ private struct JinjaLexer {
                 // Comment: skip to `#}`.
                 var k = i
                 while k < s.count, !starts("#}", at: k) { k += 1 }
-                guard k < s.count else { throw BatchError.template("line \(tagLine): unclosed comment") }
+                guard k < s.count else { throw OpenAIError.template("line \(tagLine): unclosed comment") }
                 line += countLines(s[i..<k])
                 let stripAfter = k > i && s[k - 1] == "-"
                 i = k + 2
@@ -224,7 +224,7 @@ private struct JinjaLexer {
             var stripAfter = false
             while true {
                 while let u = at(i), JinjaLexer.isSpace(u) { if u == "\n" { line += 1 }; i += 1 }
-                guard i < s.count else { throw BatchError.template("line \(tagLine): unclosed tag (expected \(closer))") }
+                guard i < s.count else { throw OpenAIError.template("line \(tagLine): unclosed tag (expected \(closer))") }
                 if starts(closer, at: i) { i += 2; break }
                 if s[i] == "-" && starts(closer, at: i + 1) { stripAfter = true; i += 3; break }
                 if s[i] == "+" && starts(closer, at: i + 1) { i += 3; break }
@@ -274,7 +274,7 @@ private struct JinjaLexer {
                 }
                 k += 1
             }
-            guard k < s.count else { throw BatchError.template("line \(startLine): unterminated string") }
+            guard k < s.count else { throw OpenAIError.template("line \(startLine): unterminated string") }
             i = k + 1
             tokens.append(Token(kind: .string(String(out)), line: startLine))
         } else if u.properties.numericType != nil && ("0"..."9").contains(u) {
@@ -298,7 +298,7 @@ private struct JinjaLexer {
                 tokens.append(Token(kind: .op(op), line: line)); i += 2; return
             }
             guard "+-*/%~|.,:()[]{}<>=".unicodeScalars.contains(u) else {
-                throw BatchError.template("line \(line): unexpected character '\(u)'")
+                throw OpenAIError.template("line \(line): unexpected character '\(u)'")
             }
             tokens.append(Token(kind: .op(String(u)), line: line))
             i += 1
@@ -314,7 +314,7 @@ private struct JinjaParser {
     var current: Token { tokens[p] }
     var line: Int { tokens[p].line }
 
-    func fail(_ message: String) -> BatchError { .template("line \(line): \(message)") }
+    func fail(_ message: String) -> OpenAIError { .template("line \(line): \(message)") }
 
     func describe(_ k: Token.Kind) -> String {
         switch k {
@@ -387,14 +387,14 @@ private struct JinjaParser {
                 case "else":
                     try expectClose()
                     let (otherwise, end2) = try nodes(until: ["endif"])
-                    guard end2 != nil else { throw BatchError.template("line \(line): 'if' is never closed (endif)") }
+                    guard end2 != nil else { throw OpenAIError.template("line \(line): 'if' is never closed (endif)") }
                     try expectClose()
                     return [.ifBlock(branches, otherwise: otherwise, line: line)]
                 case "endif":
                     try expectClose()
                     return [.ifBlock(branches, otherwise: [], line: line)]
                 default:
-                    throw BatchError.template("line \(line): 'if' is never closed (endif)")
+                    throw OpenAIError.template("line \(line): 'if' is never closed (endif)")
                 }
             }
         case "for":
@@ -411,10 +411,10 @@ private struct JinjaParser {
             if end == "else" {
                 try expectClose()
                 let (o, end2) = try nodes(until: ["endfor"])
-                guard end2 != nil else { throw BatchError.template("line \(line): 'for' is never closed (endfor)") }
+                guard end2 != nil else { throw OpenAIError.template("line \(line): 'for' is never closed (endfor)") }
                 otherwise = o
             } else if end == nil {
-                throw BatchError.template("line \(line): 'for' is never closed (endfor)")
+                throw OpenAIError.template("line \(line): 'for' is never closed (endfor)")
             }
             try expectClose()
             return [.forBlock(targets: targets, iterable: iterable, filter: filter, body: body, otherwise: otherwise, line: line)]
@@ -433,13 +433,13 @@ private struct JinjaParser {
             // transformers' assistant-mask marker: renders its body unchanged.
             try expectClose()
             let (body, end) = try nodes(until: ["endgeneration"])
-            guard end != nil else { throw BatchError.template("line \(line): 'generation' is never closed") }
+            guard end != nil else { throw OpenAIError.template("line \(line): 'generation' is never closed") }
             try expectClose()
             return body
         case "elif", "else", "endif", "endfor", "endgeneration":
-            throw BatchError.template("line \(line): unexpected '\(keyword)' (no open block it belongs to)")
+            throw OpenAIError.template("line \(line): unexpected '\(keyword)' (no open block it belongs to)")
         default:
-            throw BatchError.template("line \(line): unsupported tag '\(keyword)' (supported: if, elif, else, for, set, break, continue)")
+            throw OpenAIError.template("line \(line): unsupported tag '\(keyword)' (supported: if, elif, else, for, set, break, continue)")
         }
     }
 
@@ -642,7 +642,7 @@ func parseJinja(_ source: String) throws -> [JinjaNode] {
     var lexer = JinjaLexer(source)
     var parser = JinjaParser(tokens: try lexer.run())
     let (nodes, end) = try parser.nodes(until: ["elif", "else", "endif", "endfor", "endgeneration"])
-    if let end { throw BatchError.template("line \(parser.tokens[parser.p].line): '\(end)' without a matching opening tag") }
+    if let end { throw OpenAIError.template("line \(parser.tokens[parser.p].line): '\(end)' without a matching opening tag") }
     return nodes
 }
 
@@ -660,7 +660,7 @@ final class JinjaRenderer {
         scopes = [globals]
     }
 
-    private func fail(_ message: String) -> BatchError { .template("line \(line): \(message)") }
+    private func fail(_ message: String) -> OpenAIError { .template("line \(line): \(message)") }
 
     func render(_ nodes: [JinjaNode]) throws {
         _ = try run(nodes)
@@ -888,7 +888,7 @@ final class JinjaRenderer {
     private func callFunction(_ f: String, _ args: [JinjaValue], _ kwargs: [(String, JinjaValue)]) throws -> JinjaValue {
         switch f {
         case "raise_exception":
-            throw BatchError.templateRaised(args.first?.text ?? "")
+            throw OpenAIError.templateRaised(args.first?.text ?? "")
         case "namespace":
             var values = kwargs
             if case .dict(let d)? = args.first { values = d + values }

@@ -1,6 +1,6 @@
 import Foundation
 import Testing
-import BanyanBatch
+import BanyanOpenAI
 import BanyanTestSupport
 
 /// One template of `Tests/Fixtures/chat_templates.json` (made by scripts/make_chat_template_fixtures.py
@@ -43,10 +43,10 @@ struct ChatTemplateTests {
                 let got = try template.render(messages, addGenerationPrompt: c.add_generation_prompt)
                 #expect(got == expected, "case \(i)")
             } else {
-                #expect(throws: BatchError.self, "case \(i)") { try template.render(messages, addGenerationPrompt: c.add_generation_prompt) }
+                #expect(throws: OpenAIError.self, "case \(i)") { try template.render(messages, addGenerationPrompt: c.add_generation_prompt) }
                 do {
                     _ = try template.render(messages, addGenerationPrompt: c.add_generation_prompt)
-                } catch let e as BatchError {
+                } catch let e as OpenAIError {
                     #expect(e.description == "chat template raised: \(c.error ?? "")", "case \(i)")
                 }
             }
@@ -69,7 +69,7 @@ struct ChatTemplateTests {
             let t = try ChatTemplate(source: source)
             _ = try t.render([ChatMessage(role: "user", content: "hi")])
             Issue.record("no error for \(source)")
-        } catch let e as BatchError {
+        } catch let e as OpenAIError {
             #expect(e.description.hasPrefix("chat template: " + message), "\(e)")
         }
     }
