@@ -32,7 +32,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import math
 import sys
+import tempfile
 from pathlib import Path
 
 import gguf
@@ -69,6 +71,14 @@ FIXTURES = [
     dict(name="llama-q5_0", arch="llama", qtype="Q5_0", seed=206),
     dict(name="llama-q5_1", arch="llama", qtype="Q5_1", seed=207),
     dict(name="qwen2-q8_0", arch="qwen2", qtype="Q8_0", seed=208, tied=True),
+    # llama3 RoPE scaling as llama.cpp's converter writes it: a rope_freqs.weight tensor of factors
+    # (head_dim 16, theta 5e5, factor 8, low 1, high 4, original 64: all three regimes). The
+    # reference is the Hugging Face model with that rope_scaling and the GGUF's dequantized weights,
+    # saved and loaded back (transformers' GGUF loader does not read rope_freqs.weight).
+    dict(name="llama-rope-freqs", arch="llama", qtype="Q8_0", seed=210, tied=True,
+         shape=dict(hidden=64, layers=2, heads=4, kv_heads=2, ffn=128, vocab=128),
+         rope={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 64, "rope_theta": 500000.0}),
     # K-quants need rows of 256: hidden and ffn 256, one layer, a small vocabulary (its token list is
     # cut short: this file is about the weights); a different K type per matrix.
     dict(name="llama-kquants", arch="llama", qtype="K", embed_qtype="Q8_0", seed=209,
@@ -177,7 +187,8 @@ def hf_model(fx: dict, shape: dict):
                max_position_embeddings=256, rms_norm_eps=1e-5, bos_token_id=BOS, eos_token_id=EOS,
                tie_word_embeddings=fx.get("tied", False))
     if fx["arch"] == "llama":
-        model = LlamaForCausalLM(LlamaConfig(**cfg, rope_parameters={"rope_type": "default", "rope_theta": 10000.0}))
+        rope = fx.get("rope", {"rope_type": "default", "rope_theta": 10000.0})
+        model = LlamaForCausalLM(LlamaConfig(**cfg, rope_parameters=rope))
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**cfg, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
     init_weights(model, fx["seed"])  # scripts/make_fixtures.py's scaled-up init
@@ -206,7 +217,7 @@ def make_model(fx: dict, out_dir: Path) -> dict:
     w.add_head_count(shape["heads"])
     w.add_head_count_kv(shape["kv_heads"])
     w.add_rope_dimension_count(shape["hidden"] // shape["heads"])
-    w.add_rope_freq_base(10000.0 if arch == "llama" else 1000000.0)
+    w.add_rope_freq_base(fx["rope"]["rope_theta"] if "rope" in fx else 10000.0 if arch == "llama" else 1000000.0)
     w.add_layer_norm_rms_eps(1e-5)
     w.add_vocab_size(shape["vocab"])
     tokens, types, merges = tokenizer_vocab(shape["vocab"])
@@ -256,6 +267,8 @@ def make_model(fx: dict, out_dir: Path) -> dict:
         linear(b + "ffn_up.weight", p + "mlp.up_proj.weight")
         linear(b + "ffn_down.weight", p + "mlp.down_proj.weight")
     put("output_norm.weight", sd["model.norm.weight"], "F32")
+    if "rope" in fx:
+        w.add_tensor("rope_freqs.weight", llama3_rope_factors(fx["rope"], shape["hidden"] // shape["heads"]))
     if not fx.get("tied"):
         linear("output.weight", "lm_head.weight")
     w.write_header_to_file()
@@ -263,17 +276,70 @@ def make_model(fx: dict, out_dir: Path) -> dict:
     w.write_tensors_to_file()
     w.close()
 
-    ref_model = load_gguf(path)
+    ref_model = load_gguf(path) if "rope" not in fx else hf_with_gguf_weights(model, path, shape)
     check(ref_model.config.model_type == arch, f"{name}: model_type {ref_model.config.model_type}")
     check(ref_model.config.tie_word_embeddings == fx.get("tied", False), f"{name}: tie_word_embeddings")
     rng_ids = np.random.RandomState(fx["seed"])
     input_ids = [BOS] + [int(x) for x in rng_ids.randint(3, shape["vocab"], size=SEQ_LEN - 1)]
     ref = compute_reference(ref_model, input_ids, input_ids[:PROMPT_LEN], GREEDY_STEPS)
+    if "rope" in fx:
+        plain = load_gguf(path)  # the same weights without the factors
+        d = (logprobs_of(plain, input_ids) - logprobs_of(ref_model, input_ids)).abs().max().item()
+        check(d > 1e-3, f"{name}: rope_freqs.weight has no effect ({d})")
+        print(f"{name}: factors move logprobs by up to {d:.4f}")
     check(min(ref["greedy"]["margins"]) > MIN_GREEDY_MARGIN,
           f"{name}: greedy top-2 margin {min(ref['greedy']['margins'])} too small; pick another seed")
     out = {"model_type": arch, "dtype": "float32", "gguf_types": gguf_types(path), **ref}
     write_json(out_dir / f"{name}.reference.json", out)
     return out
+
+
+def llama3_rope_factors(rope: dict, head_dim: int) -> np.ndarray:
+    """convert_hf_to_gguf.py LlamaModel.generate_extra_tensors: per inverse frequency, 1 (short
+    wavelengths), `factor` (long ones) or the smoothed blend's reciprocal, as float32."""
+    freqs = 1.0 / (rope["rope_theta"] ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    old_len, factor = rope["original_max_position_embeddings"], rope["factor"]
+    low, high = rope["low_freq_factor"], rope["high_freq_factor"]
+    out = []
+    for freq in freqs.tolist():
+        wavelen = 2 * math.pi / freq
+        if wavelen < old_len / high:
+            out.append(1.0)
+        elif wavelen > old_len / low:
+            out.append(factor)
+        else:
+            smooth = (old_len / wavelen - low) / (high - low)
+            out.append(1 / ((1 - smooth) / factor + smooth))
+    check(1.0 in out and factor in out and len(set(out)) > 2, "llama3 factors cover all three regimes")
+    return np.array(out, dtype=np.float32)
+
+
+def hf_with_gguf_weights(model, path: Path, shape: dict):
+    """`model` (its config) with the GGUF's weights dequantized and unpermuted, saved and loaded back."""
+    names = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
+    per_layer = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+                 "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
+                 "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+    sd = {}
+    for t in gguf.GGUFReader(str(path)).tensors:
+        if t.name == "rope_freqs.weight":
+            continue
+        x = gguf.quants.dequantize(t.data, t.tensor_type).reshape(list(reversed([int(n) for n in t.shape])))
+        stem, _ = t.name.rsplit(".", 1)
+        if stem.startswith("blk."):
+            _, i, role = stem.split(".", 2)
+            hf = f"model.layers.{i}.{per_layer[role]}"
+            if role in ("attn_q", "attn_k"):  # invert permute(): swap the axes back
+                n_head = shape["heads"] if role == "attn_q" else shape["kv_heads"]
+                x = x.reshape(n_head, x.shape[0] // n_head // 2, 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
+        else:
+            hf = names[stem]
+        sd[hf + ".weight"] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    check(not unexpected and all(k == "lm_head.weight" for k in missing), f"state dict: {missing} {unexpected}")
+    with tempfile.TemporaryDirectory() as d:
+        model.save_pretrained(d)
+        return AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
 
 
 def gguf_types(path: Path) -> dict:

@@ -5,9 +5,9 @@ import BanyanKernels
 
 extension GGUFFile {
     /// The scalar metadata as JSON values, read with config.json's typed accessors and messages
-    /// (`<file>: llama.block_count: missing`). Arrays (token lists) are left out; an integer beyond
-    /// 2^53, which a JSON number cannot hold exactly, becomes its decimal string, so reading it as a
-    /// number is an error rather than a rounded value.
+    /// (`<file>: llama.block_count: missing`). Arrays (token lists) become empty lists, enough for
+    /// "expected an integer, found a list"; an integer beyond 2^53, which a JSON number cannot hold
+    /// exactly, becomes its decimal string, so reading it as a number is an error, not a rounded value.
     var scalarMetadata: ConfigReader {
         var dict: [String: JSONValue] = [:]
         for (key, value) in metadata {
@@ -17,7 +17,7 @@ extension GGUFFile {
             case .float(let d): dict[key] = .number(d)
             case .bool(let b): dict[key] = .bool(b)
             case .string(let s): dict[key] = .string(s)
-            case .array: break
+            case .array: dict[key] = .array([])
             }
         }
         return ConfigReader(dict: dict, file: path, prefix: "")
@@ -92,6 +92,22 @@ extension ModelConfig {
             throw ModelError.config(file: g.path, field: a + "rope.scaling.factor", message: "must be positive, found \(factor)")
         }
 
+        if let freqs = g.tensors["rope_freqs.weight"] {
+            guard case .none = scaling else {
+                throw ModelError.config(file: g.path, field: a + "rope.scaling.type", message: "set together with rope_freqs.weight (one scaling only)")
+            }
+            guard freqs.shape == [headDim / 2] else {
+                throw ModelError.tensorMismatch(name: "rope_freqs.weight", file: g.path, expected: "shape [\(headDim / 2)] (half the head dimension)",
+                                                found: "shape \(freqs.shape)")
+            }
+            var factors = [Float](repeating: 0, count: headDim / 2)
+            factors.withUnsafeMutableBufferPointer { Dequantize.row(freqs.type, freqs.pointer, count: headDim / 2, into: $0.baseAddress!) }
+            guard factors.allSatisfy({ $0.isFinite && $0 > 0 }) else {
+                throw ModelError.tensorMismatch(name: "rope_freqs.weight", file: g.path, expected: "positive factors", found: "\(factors)")
+            }
+            scaling = .frequencyFactors(factors)
+        }
+
         guard let embedding = g.tensors["token_embd.weight"] else {
             throw ModelError.missingTensor(name: "token_embd.weight", files: g.path)
         }
@@ -101,6 +117,9 @@ extension ModelConfig {
                                             found: "shape \(embedding.shape)")
         }
         let vocab = embedding.shape[1]
+        guard vocab > 0 else {
+            throw ModelError.tensorMismatch(name: "token_embd.weight", file: g.path, expected: "at least one row (token)", found: "shape \(embedding.shape)")
+        }
         if let declared = try r.int(a + "vocab_size"), declared != vocab {
             throw ModelError.config(file: g.path, field: a + "vocab_size", message: "\(declared) differs from token_embd.weight's \(vocab) rows")
         }
@@ -193,11 +212,10 @@ extension ModelWeights {
             matrix: { name, rows, cols, heads in try matrix(name, rows, cols, headsToUnpermute: permuteQK ? heads : nil) },
             vector: { name, count, heads in try vector(name, count, headsToUnpermute: permuteQK ? heads : nil) })
 
-        let extra = g.tensorNames.filter { !used.contains($0) }
+        // rope_freqs.weight went into the config's RoPE scaling.
+        let extra = g.tensorNames.filter { !used.contains($0) && $0 != "rope_freqs.weight" }
         if let first = extra.first {
-            let why = first == "rope_freqs.weight" ? "RoPE frequency factors (llama3 rope scaling) unsupported"
-                                                   : "no such tensor for \(c.architecture.rawValue)"
-            throw ModelError.tensorMismatch(name: first, file: g.path, expected: why,
+            throw ModelError.tensorMismatch(name: first, file: g.path, expected: "no such tensor for \(c.architecture.rawValue)",
                                             found: "\(extra.count) unexpected tensor(s)")
         }
         return ModelWeights(embedding: embedding, layers: layers, finalNorm: finalNorm, lmHead: lmHead, owners: owners)

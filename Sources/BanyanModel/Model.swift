@@ -97,6 +97,7 @@ public final class Model: @unchecked Sendable {
             switch c.ropeScaling {
             case .none: return base
             case .linear(let factor): return base / Float(factor)
+            case .frequencyFactors(let factors): return base / factors[i]
             case let .llama3(factor, low, high, original):
                 let wavelength = 2 * Double.pi / Double(base)
                 let lowWavelength = Double(original) / low, highWavelength = Double(original) / high

@@ -174,6 +174,10 @@ import BanyanTestSupport
         Broken(description: "missing key", edit: { $0.metadata.remove(at: 3) }, message: "llama.block_count: missing"),
         Broken(description: "key of the wrong type", edit: { $0.metadata[4].value = .string("16") },
                message: "llama.feed_forward_length: expected an integer, found \"16\""),
+        Broken(description: "per-layer head counts", edit: { $0.metadata[5].value = .array(elementType: 4, [.u32(2)]) },
+               message: "llama.attention.head_count: expected an integer, found a list"),
+        Broken(description: "empty vocabulary", edit: { $0.tensors[0].dims = [8, 0]; $0.tensors[0].data = [] },
+               message: "tensor \"token_embd.weight\": expected at least one row (token), found shape [8, 0]"),
         Broken(description: "negative count", edit: { $0.metadata[5].value = .i32(-2) },
                message: "llama.attention.head_count: must be positive, found -2"),
         Broken(description: "yarn rope scaling", edit: { $0.metadata.append(("llama.rope.scaling.type", .string("yarn"))) },
@@ -181,8 +185,16 @@ import BanyanTestSupport
         Broken(description: "missing tensor", edit: { $0.tensors.remove(at: 7) }, message: "tensor \"blk.0.ffn_gate.weight\" missing"),
         Broken(description: "wrong shape", edit: { $0.tensors[4].dims = [4, 8]; $0.tensors[4].data = Array($0.tensors[4].data.prefix(128)) },
                message: "tensor \"blk.0.attn_v.weight\": expected shape [8, 4] (ggml order, from the metadata), found shape [4, 8]"),
-        Broken(description: "extra tensor", edit: { $0.tensors.append(.init(name: "rope_freqs.weight", dims: [2], floats: [1, 1])) },
-               message: "tensor \"rope_freqs.weight\": expected RoPE frequency factors (llama3 rope scaling) unsupported, found 1 unexpected tensor(s)"),
+        Broken(description: "extra tensor", edit: { $0.tensors.append(.init(name: "blk.0.ffn_gate_exps.weight", dims: [2], floats: [1, 1])) },
+               message: "tensor \"blk.0.ffn_gate_exps.weight\": expected no such tensor for LlamaForCausalLM, found 1 unexpected tensor(s)"),
+        Broken(description: "rope_freqs of the wrong shape", edit: { $0.tensors.append(.init(name: "rope_freqs.weight", dims: [4], floats: [1, 1, 1, 1])) },
+               message: "tensor \"rope_freqs.weight\": expected shape [2] (half the head dimension), found shape [4]"),
+        Broken(description: "rope_freqs not positive", edit: { $0.tensors.append(.init(name: "rope_freqs.weight", dims: [2], floats: [1, 0])) },
+               message: "tensor \"rope_freqs.weight\": expected positive factors, found [1.0, 0.0]"),
+        Broken(description: "two RoPE scalings", edit: {
+                   $0.tensors.append(.init(name: "rope_freqs.weight", dims: [2], floats: [1, 2]))
+                   $0.metadata += [("llama.rope.scaling.type", .string("linear")), ("llama.rope.scaling.factor", .f32(2))]
+               }, message: "llama.rope.scaling.type: set together with rope_freqs.weight (one scaling only)"),
     ]
 
     @Test(arguments: broken)
