@@ -334,7 +334,7 @@ def hf_with_gguf_weights(model, path: Path, shape: dict):
                 x = x.reshape(n_head, x.shape[0] // n_head // 2, 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
         else:
             hf = names[stem]
-        sd[hf + ".weight"] = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        sd[hf + ".weight"] = torch.from_numpy(np.array(x, dtype=np.float32))  # a writable copy
     missing, unexpected = model.load_state_dict(sd, strict=False)
     check(not unexpected and all(k == "lm_head.weight" for k in missing), f"state dict: {missing} {unexpected}")
     with tempfile.TemporaryDirectory() as d:
