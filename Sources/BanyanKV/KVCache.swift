@@ -84,21 +84,7 @@ public final class KVCache: @unchecked Sendable {
 
     /// A new sequence with the same KV as `s`: full blocks shared, the partial last block copied.
     public func fork(_ s: SequenceID) throws -> SequenceID {
-        let table = tables[s]!
-        let length = lengths[s]!
-        let partial = length % layout.blockTokenCount != 0
-        var copy: [BlockID] = []
-        if partial { copy = try pool.allocate(1) }
-        let id = createSequence()
-        var newTable = table
-        for b in table.dropLast(partial ? 1 : 0) { pool.retain(b) }
-        if partial {
-            pool.copy(table.last!, to: copy[0])
-            newTable[newTable.count - 1] = copy[0]
-        }
-        tables[id] = newTable
-        lengths[id] = length
-        return id
+        try createSequence(prefix: tables[s]!, length: lengths[s]!)
     }
 
     /// Releases `s`'s references to its blocks.

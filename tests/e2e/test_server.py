@@ -285,3 +285,31 @@ def test_builtin_model_serves_token_ids_and_stops_on_sigterm():
         assert r.choices[0].text == "" and len(r.choices[0].tokens) == 5
     finally:
         assert s.stop() == 0, "".join(s.log)
+
+
+def test_same_request_same_tokens_through_generate_batch_and_serve(client, model_dir, tmp_path):
+    """One request with one seed: `banyan generate`, `banyan batch` and `banyan serve` give the same tokens."""
+    prompt = [1, 45, 99, 173, 201, 32]
+    body = {"prompt": prompt, "max_tokens": 10, "temperature": 0.9, "top_p": 0.95, "seed": 1234, "n": 2,
+            "ignore_eos": True, "logprobs": 0}
+    served = client.completions.create(model=MODEL, **{k: v for k, v in body.items() if k != "ignore_eos"},
+                                       extra_body={"ignore_eos": True})
+    served_tokens = [[int(t.removeprefix("token_id:")) if t.startswith("token_id:") else t for t in c.logprobs.tokens]
+                     for c in served.choices]
+    served_text = [c.text for c in served.choices]
+
+    generated = json.loads(subprocess.run(
+        [str(BINARY), "generate", "--model", str(model_dir), "--prompt-tokens", ",".join(map(str, prompt)),
+         "--max-tokens", "10", "--temperature", "0.9", "--top-p", "0.95", "--seed", "1234", "--n", "2",
+         "--ignore-eos", "--threads", "1", "--json"], check=True, capture_output=True, text=True).stdout)
+    assert [c["text"] for c in generated["completions"]] == served_text
+
+    batch_in, batch_out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    batch_in.write_text(json.dumps({"custom_id": "a", "method": "POST", "url": "/v1/completions", "body": body}) + "\n")
+    subprocess.run([str(BINARY), "batch", "--model", str(model_dir), "--input", str(batch_in), "--output", str(batch_out),
+                    "--threads", "1", "--quiet"], check=True)
+    record = json.loads(batch_out.read_text().splitlines()[0])
+    choices = record["response"]["body"]["choices"]
+    assert [c["text"] for c in choices] == served_text
+    assert [c["logprobs"]["tokens"] for c in choices] == [c.logprobs.tokens for c in served.choices]
+    assert all(len(t) == 10 for t in served_tokens)
