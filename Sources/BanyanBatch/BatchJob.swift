@@ -34,7 +34,7 @@ public struct BatchJob {
     public init(engine: Engine, policy: SchedulingPolicy = .prefixTree) throws {
         self.engine = engine
         self.policy = policy
-        let template = try engine.model.folder.flatMap { try ChatTemplate.load(modelFolder: $0) }
+        let template = try ChatTemplate.load(model: engine.model)
         parser = BatchInputParser(engine: engine, chatTemplate: template)
         writer = RecordWriter(modelName: engine.model.name, tokenizer: engine.tokenizer)
     }

@@ -117,8 +117,10 @@ public final class Engine: @unchecked Sendable {
         return ids
     }
 
-    /// Whether text prompts start with BOS when the tokenizer has no post-processor.
+    /// Whether text prompts start with BOS when the tokenizer has no post-processor. A GGUF
+    /// tokenizer's post-processor adds BOS exactly when the file says so.
     var addsBOS: Bool {
+        if model.gguf != nil { return false }
         if let folder = model.folder,
            let data = FileManager.default.contents(atPath: folder.appendingPathComponent("tokenizer_config.json").path),
            let flag = JSONValue.parse(data)?["add_bos_token"]?.boolValue {

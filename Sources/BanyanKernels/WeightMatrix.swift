@@ -5,9 +5,12 @@ public struct WeightMatrix: @unchecked Sendable {
     public let rows: Int
     public let cols: Int
     public let base: UnsafeRawPointer
+    /// The same rows still in ggml block format when the matrix was widened from a quantized GGUF
+    /// tensor (`base` then points at the float32 copy the current kernels run); nil otherwise.
+    public let quantized: QuantizedRows?
 
-    public init(dtype: DType, rows: Int, cols: Int, base: UnsafeRawPointer) {
-        self.dtype = dtype; self.rows = rows; self.cols = cols; self.base = base
+    public init(dtype: DType, rows: Int, cols: Int, base: UnsafeRawPointer, quantized: QuantizedRows? = nil) {
+        self.dtype = dtype; self.rows = rows; self.cols = cols; self.base = base; self.quantized = quantized
     }
 
     /// Element `[r, c]` widened to Float (slow; for references and gathers such as embeddings).

@@ -8,22 +8,25 @@ public final class Model: @unchecked Sendable {
     public let name: String
     public let config: ModelConfig
     public let weights: ModelWeights
-    /// Folder the model came from (for `tokenizer.json`), nil for synthetic models.
+    /// Folder the model came from (for `tokenizer.json`), nil for synthetic and GGUF models.
     public let folder: URL?
+    /// The GGUF file the model came from (its metadata holds the tokenizer and chat template).
+    public let gguf: GGUFFile?
     /// RoPE inverse frequencies `[headDim / 2]`, scaling applied, as transformers computes them.
     let inverseFrequencies: [Float]
     /// Activation precision inside the linear layers, fixed for the model's lifetime; see `defaultPrecision`.
     public let precision: Precision
 
-    public init(name: String, config: ModelConfig, weights: ModelWeights, folder: URL? = nil, precision: Precision? = nil) {
-        self.name = name; self.config = config; self.weights = weights; self.folder = folder
+    public init(name: String, config: ModelConfig, weights: ModelWeights, folder: URL? = nil, gguf: GGUFFile? = nil,
+                precision: Precision? = nil) {
+        self.name = name; self.config = config; self.weights = weights; self.folder = folder; self.gguf = gguf
         inverseFrequencies = Model.ropeInverseFrequencies(config)
         self.precision = precision ?? Model.defaultPrecision(weights: weights.dtype)
     }
 
     /// The same weights (shared, not copied) run at another precision.
     public func with(precision: Precision) -> Model {
-        Model(name: name, config: config, weights: weights, folder: folder, precision: precision)
+        Model(name: name, config: config, weights: weights, folder: folder, gguf: gguf, precision: precision)
     }
 
     /// `fast` for 16-bit weights, as other engines run them (bf16 KV; activations rounded to bf16
@@ -43,8 +46,9 @@ public final class Model: @unchecked Sendable {
         }
     }
 
-    /// Loads `spec`: a Hugging Face folder, `synthetic:NAME` (optionally `synthetic:NAME:f32|f16|bf16`),
-    /// or `builtin:stories260k` (the small trained model shipped with Banyan).
+    /// Loads `spec`: a Hugging Face folder, a `.gguf` file (llama.cpp's format; quantized tensors are
+    /// widened to float32), `synthetic:NAME` (optionally `synthetic:NAME:f32|f16|bf16`), or
+    /// `builtin:stories260k` (the small trained model shipped with Banyan).
     public static func load(_ spec: String, threads: ThreadPool) throws -> Model {
         if spec.hasPrefix("synthetic:") {
             let parts = spec.dropFirst("synthetic:".count).split(separator: ":").map(String.init)
@@ -68,7 +72,14 @@ public final class Model: @unchecked Sendable {
         } else {
             folder = URL(fileURLWithPath: spec)
             var isDir: ObjCBool = false
-            guard FileManager.default.fileExists(atPath: spec, isDirectory: &isDir), isDir.boolValue else {
+            let exists = FileManager.default.fileExists(atPath: spec, isDirectory: &isDir)
+            if exists && !isDir.boolValue {
+                let file = try GGUFFile(path: spec)
+                let config = try ModelConfig(gguf: file)
+                let weights = try ModelWeights.load(gguf: file, config: config)
+                return Model(name: spec, config: config, weights: weights, gguf: file)
+            }
+            guard exists, isDir.boolValue else {
                 throw ModelError.io(path: spec, message: "not a model folder (expected config.json and *.safetensors, or synthetic:NAME)")
             }
         }
@@ -86,6 +97,7 @@ public final class Model: @unchecked Sendable {
             switch c.ropeScaling {
             case .none: return base
             case .linear(let factor): return base / Float(factor)
+            case .frequencyFactors(let factors): return base / factors[i]
             case let .llama3(factor, low, high, original):
                 let wavelength = 2 * Double.pi / Double(base)
                 let lowWavelength = Double(original) / low, highWavelength = Double(original) / high

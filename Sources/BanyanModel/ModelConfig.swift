@@ -13,6 +13,9 @@ public enum RopeScaling: Sendable, Equatable {
     case none
     case linear(factor: Double)
     case llama3(factor: Double, lowFrequencyFactor: Double, highFrequencyFactor: Double, originalMaxPositions: Int)
+    /// Each inverse frequency divided by its factor (`[headDim / 2]`): GGUF's `rope_freqs.weight`, how
+    /// llama.cpp's converter stores llama3 scaling.
+    case frequencyFactors([Float])
 }
 
 /// A model's shape and math options, resolved once from `config.json` (HF names appear only in `init(json:)`).

@@ -6,6 +6,7 @@ public enum ModelError: BanyanError {
     case config(file: String, field: String, message: String)
     case unsupportedArchitecture(String, file: String)
     case safetensors(file: String, message: String)
+    case gguf(file: String, message: String)
     case missingTensor(name: String, files: String)
     case tensorMismatch(name: String, file: String, expected: String, found: String)
     case unknownSynthetic(String, known: [String])
@@ -18,6 +19,7 @@ public enum ModelError: BanyanError {
         case let .unsupportedArchitecture(name, file):
             return "\(file): architecture \"\(name)\" unsupported (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)"
         case let .safetensors(file, message): return "\(file): \(message)"
+        case let .gguf(file, message): return "\(file): \(message)"
         case let .missingTensor(name, files): return "\(files): tensor \"\(name)\" missing"
         case let .tensorMismatch(name, file, expected, found):
             return "\(file): tensor \"\(name)\": expected \(expected), found \(found)"

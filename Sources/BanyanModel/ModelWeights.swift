@@ -37,6 +37,24 @@ extension WeightMatrix {
     public var byteCount: Int { rows * cols * dtype.byteCount }
 }
 
+/// What a checkpoint format calls each weight (`prefix(layer) + q + ".weight"`); the model's
+/// inventory of weights and their shapes is written once, in `ModelWeights.assemble`.
+struct TensorNames {
+    let embedding, finalNorm, lmHead: String
+    let layerPrefix: @Sendable (Int) -> String
+    let attentionNorm, q, k, v, o, mlpNorm, gate, up, down: String
+
+    static let huggingFace = TensorNames(
+        embedding: "model.embed_tokens", finalNorm: "model.norm", lmHead: "lm_head", layerPrefix: { "model.layers.\($0)." },
+        attentionNorm: "input_layernorm", q: "self_attn.q_proj", k: "self_attn.k_proj", v: "self_attn.v_proj",
+        o: "self_attn.o_proj", mlpNorm: "post_attention_layernorm", gate: "mlp.gate_proj", up: "mlp.up_proj", down: "mlp.down_proj")
+    /// llama.cpp's names (src/llama-arch.cpp).
+    static let gguf = TensorNames(
+        embedding: "token_embd", finalNorm: "output_norm", lmHead: "output", layerPrefix: { "blk.\($0)." },
+        attentionNorm: "attn_norm", q: "attn_q", k: "attn_k", v: "attn_v", o: "attn_output", mlpNorm: "ffn_norm",
+        gate: "ffn_gate", up: "ffn_up", down: "ffn_down")
+}
+
 extension ModelWeights {
     /// Binds every tensor a Llama-family checkpoint must have, checking shapes against `config`.
     /// Tensors we would not use are an error: they mean a variant whose math we do not implement.
@@ -63,33 +81,10 @@ extension ModelWeights {
             return UnsafeRawPointer(copy.base)
         }
 
-        let h = c.hiddenSize
-        let embedding = try matrix("model.embed_tokens.weight", c.vocabularySize, h)
-        var layers: [LayerWeights] = []
-        for i in 0..<c.layerCount {
-            let p = "model.layers.\(i)."
-            layers.append(LayerWeights(
-                attentionNorm: try vector(p + "input_layernorm.weight", h),
-                wq: try matrix(p + "self_attn.q_proj.weight", c.qDim, h),
-                wk: try matrix(p + "self_attn.k_proj.weight", c.kvDim, h),
-                wv: try matrix(p + "self_attn.v_proj.weight", c.kvDim, h),
-                wo: try matrix(p + "self_attn.o_proj.weight", h, c.qDim),
-                bq: c.attentionBias ? try vector(p + "self_attn.q_proj.bias", c.qDim) : nil,
-                bk: c.attentionBias ? try vector(p + "self_attn.k_proj.bias", c.kvDim) : nil,
-                bv: c.attentionBias ? try vector(p + "self_attn.v_proj.bias", c.kvDim) : nil,
-                mlpNorm: try vector(p + "post_attention_layernorm.weight", h),
-                wGate: try matrix(p + "mlp.gate_proj.weight", c.intermediateSize, h),
-                wUp: try matrix(p + "mlp.up_proj.weight", c.intermediateSize, h),
-                wDown: try matrix(p + "mlp.down_proj.weight", h, c.intermediateSize)))
-        }
-        let finalNorm = try vector("model.norm.weight", h)
-        let lmHead: WeightMatrix
-        if c.tieWordEmbeddings {
-            lmHead = embedding
-            used.insert("lm_head.weight")  // some exporters write the tied copy anyway
-        } else {
-            lmHead = try matrix("lm_head.weight", c.vocabularySize, h)
-        }
+        let (embedding, layers, finalNorm, lmHead) = try assemble(config: c, names: .huggingFace,
+                                                                  matrix: { name, rows, cols, _ in try matrix(name, rows, cols) },
+                                                                  vector: { name, count, _ in try vector(name, count) })
+        if c.tieWordEmbeddings { used.insert("lm_head.weight") }  // some exporters write the tied copy anyway
         let extra = ck.tensors.keys.filter { !used.contains($0) && !$0.hasSuffix("rotary_emb.inv_freq") }.sorted()
         if let first = extra.first {
             throw ModelError.tensorMismatch(name: first, file: ck.folder.path, expected: "no such tensor for \(c.architecture.rawValue) with this config.json",
@@ -100,11 +95,48 @@ extension ModelWeights {
     }
 }
 
-/// An aligned heap copy of a misaligned tensor.
+extension ModelWeights {
+    /// Every weight of a Llama-family model with its shape (`[rows = out, cols = in]`), bound by
+    /// `matrix` and `vector` under `names`. Q and K (weights and biases) pass their head count, for
+    /// formats that store their rows in another rotary order; the LM head is the embedding when tied.
+    static func assemble(config c: ModelConfig, names n: TensorNames,
+                         matrix: (_ name: String, _ rows: Int, _ cols: Int, _ rotaryHeads: Int?) throws -> WeightMatrix,
+                         vector: (_ name: String, _ count: Int, _ rotaryHeads: Int?) throws -> [Float])
+        throws -> (embedding: WeightMatrix, layers: [LayerWeights], finalNorm: [Float], lmHead: WeightMatrix) {
+        let h = c.hiddenSize, ffn = c.intermediateSize
+        let embedding = try matrix(n.embedding + ".weight", c.vocabularySize, h, nil)
+        var layers: [LayerWeights] = []
+        for i in 0..<c.layerCount {
+            let p = n.layerPrefix(i)
+            func bias(_ name: String, _ count: Int, _ heads: Int?) throws -> [Float]? {
+                c.attentionBias ? try vector(p + name + ".bias", count, heads) : nil
+            }
+            layers.append(LayerWeights(
+                attentionNorm: try vector(p + n.attentionNorm + ".weight", h, nil),
+                wq: try matrix(p + n.q + ".weight", c.qDim, h, c.headCount),
+                wk: try matrix(p + n.k + ".weight", c.kvDim, h, c.kvHeadCount),
+                wv: try matrix(p + n.v + ".weight", c.kvDim, h, nil),
+                wo: try matrix(p + n.o + ".weight", h, c.qDim, nil),
+                bq: try bias(n.q, c.qDim, c.headCount), bk: try bias(n.k, c.kvDim, c.kvHeadCount), bv: try bias(n.v, c.kvDim, nil),
+                mlpNorm: try vector(p + n.mlpNorm + ".weight", h, nil),
+                wGate: try matrix(p + n.gate + ".weight", ffn, h, nil),
+                wUp: try matrix(p + n.up + ".weight", ffn, h, nil),
+                wDown: try matrix(p + n.down + ".weight", h, ffn, nil)))
+        }
+        let finalNorm = try vector(n.finalNorm + ".weight", h, nil)
+        let lmHead = c.tieWordEmbeddings ? embedding : try matrix(n.lmHead + ".weight", c.vocabularySize, h, nil)
+        return (embedding, layers, finalNorm, lmHead)
+    }
+}
+
+/// An aligned heap copy of a misaligned tensor, or a buffer for a tensor transformed at load.
 final class AlignedCopy: @unchecked Sendable {
     let base: UnsafeMutableRawPointer
-    init(from p: UnsafeRawPointer, byteCount: Int) {
+    init(byteCount: Int) {
         base = .allocate(byteCount: max(byteCount, 1), alignment: 64)
+    }
+    convenience init(from p: UnsafeRawPointer, byteCount: Int) {
+        self.init(byteCount: byteCount)
         base.copyMemory(from: p, byteCount: byteCount)
     }
     deinit { base.deallocate() }

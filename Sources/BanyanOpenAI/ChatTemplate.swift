@@ -59,6 +59,29 @@ public struct ChatTemplate: Sendable {
         }
     }
 
+    /// The template in a GGUF file's `tokenizer.chat_template`, its BOS and EOS spelled from the
+    /// token list (`tokenizer.ggml.bos_token_id` / `eos_token_id`). Nil when the file has none.
+    public static func load(gguf: GGUFFile) throws -> ChatTemplate? {
+        guard let value = gguf.metadata["tokenizer.chat_template"] else { return nil }
+        guard let source = value.stringValue else { throw OpenAIError.templateConfig("\(gguf.path): tokenizer.chat_template must be a string") }
+        let tokens = gguf.metadata["tokenizer.ggml.tokens"]?.arrayValue ?? []
+        func special(_ key: String) -> String {
+            guard let id = gguf.metadata["tokenizer.ggml.\(key)"]?.intValue, tokens.indices.contains(id) else { return "" }
+            return tokens[id].stringValue ?? ""
+        }
+        do {
+            return try ChatTemplate(source: source, bosToken: special("bos_token_id"), eosToken: special("eos_token_id"))
+        } catch let e as OpenAIError {
+            throw OpenAIError.templateConfig("\(gguf.path): tokenizer.chat_template: \(e.description)")
+        }
+    }
+
+    /// The chat template of a loaded model: its folder's (`load(modelFolder:)`) or its GGUF file's.
+    public static func load(model: Model) throws -> ChatTemplate? {
+        if let folder = model.folder { return try load(modelFolder: folder) }
+        return try model.gguf.flatMap { try load(gguf: $0) }
+    }
+
     /// The prompt text for `messages` (special tokens appear as text; encode it without adding more).
     public func render(_ messages: [ChatMessage], addGenerationPrompt: Bool = true) throws -> String {
         let list: [JinjaValue] = messages.map { m in

@@ -288,7 +288,7 @@ struct ConfigReader {
 
     // MARK: pre-tokenizer
 
-    static let supportedPreTokenizers = "Sequence, Split, ByteLevel"
+    static let supportedPreTokenizers = "Sequence, Split, ByteLevel, Digits (individual)"
 
     func preTokenizer(_ value: JSONValue?, field: String) throws -> PreTokenizer? {
         guard let value, !value.isNull else { return nil }
@@ -303,7 +303,7 @@ struct ConfigReader {
             } else if let regex = value["pattern"]?["Regex"]?.string {
                 guard let known = SplitRegex(pattern: regex) else {
                     throw unsupported("\(field).pattern.Regex", "\"\(regex)\"",
-                                      "the GPT-2, Llama 3 and Qwen2 split patterns, or a String pattern")
+                                      "the GPT-2, Llama 3, Qwen2 and \\p{N} split patterns, or a String pattern")
                 }
                 pattern = .regex(known)
             } else {
@@ -318,6 +318,12 @@ struct ConfigReader {
         case "ByteLevel":
             return .byteLevel(addPrefixSpace: value["add_prefix_space"]?.bool ?? true,
                               useRegex: value["use_regex"]?.bool ?? true)
+        case "Digits":
+            // tokenizers splits on `char::is_numeric` (Nd, Nl, No): `\p{N}`, each digit isolated.
+            guard value["individual_digits"]?.bool == true else {
+                throw unsupported("\(field).individual_digits", "false", "true")
+            }
+            return .split(.regex(.digit), .isolated, invert: false)
         case let other:
             throw unsupported("\(field) type", "\"\(other)\"", Self.supportedPreTokenizers)
         }

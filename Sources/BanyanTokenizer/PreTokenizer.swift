@@ -37,6 +37,8 @@ enum SplitRegex: Sendable, Equatable {
     /// `(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+`
     /// (Llama 3 with `digitGroup` 3; Qwen2 writes `\p{N}` alone, `digitGroup` 1).
     case llama3(digitGroup: Int)
+    /// `\p{N}`: each number scalar alone (`Digits` with `individual_digits`, SmolLM's first split).
+    case digit
 
     static let gpt2Pattern = #"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"#
     static let llama3Pattern =
@@ -49,6 +51,7 @@ enum SplitRegex: Sendable, Equatable {
         case Self.gpt2Pattern: self = .gpt2
         case Self.llama3Pattern: self = .llama3(digitGroup: 3)
         case Self.qwen2Pattern: self = .llama3(digitGroup: 1)
+        case #"\p{N}"#: self = .digit
         default: return nil
         }
     }
@@ -64,6 +67,7 @@ enum SplitRegex: Sendable, Equatable {
             switch self {
             case .gpt2: end = Self.matchGPT2(s, classes, at: i)
             case .llama3(let group): end = Self.matchLlama3(s, classes, at: i, digitGroup: group)
+            case .digit: end = classes[i] & ScalarClass.number != 0 ? i + 1 : nil
             }
             if let end { result.append(i..<end); i = end } else { i += 1 }
         }

@@ -42,7 +42,12 @@ public struct Tokenizer: Sendable {
 
     /// Parses the contents of a `tokenizer.json`; `fileName` only labels errors.
     public init(json: [UInt8], fileName: String = "tokenizer.json") throws {
-        let root = try JSONParser.parse(json, file: fileName)
+        try self.init(root: try JSONParser.parse(json, file: fileName), fileName: fileName)
+    }
+
+    /// Builds the tokenizer a parsed `tokenizer.json` document describes (also the document a GGUF
+    /// file's metadata is translated into); `fileName` labels errors.
+    init(root: JSONValue, fileName: String) throws {
         let config = ConfigReader(file: fileName)
         guard root.members != nil else { throw config.invalid("root", "an object") }
 

@@ -20,7 +20,7 @@ extension DType: ExpressibleByArgument {}
 
 /// Flags every model-running command shares.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "A Hugging Face model folder, synthetic:NAME[:f32|f16|bf16], or builtin:stories260k.")
+    @Option(help: "A Hugging Face model folder, a .gguf file, synthetic:NAME[:f32|f16|bf16], or builtin:stories260k.")
     var model: String = "builtin:stories260k"
 
     @Option(help: "Worker threads (default: all cores).")
@@ -32,7 +32,7 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "Attention over the KV cache: hydragen, baseline or none (none is a benchmark bound; its output is meaningless).")
     var attention: AttentionMode = .hydragen
 
-    @Option(help: "A tokenizer.json (or folder) to use instead of the model folder's.")
+    @Option(help: "A tokenizer.json (or folder, or .gguf file) to use instead of the model's.")
     var tokenizer: String?
 
     @Option(help: "Linear-layer activations: exact (float32 through every product), bf16 (rounded to bf16 inside products with bf16 weights, on CPUs with AVX512_BF16) or fast (whichever of the two is faster on this CPU; `banyan info` shows which). Default: fast for 16-bit weights, exact for f32.")
@@ -52,9 +52,11 @@ struct ModelOptions: ParsableArguments {
         let model = try Model.load(model, threads: pool)
         var tok: Tokenizer? = nil
         if let path = tokenizer {
-            tok = try Tokenizer.load(path: path)
+            tok = try Tokenizer.load(fileOrGGUF: path)
         } else if let folder = model.folder, FileManager.default.fileExists(atPath: folder.appendingPathComponent("tokenizer.json").path) {
             tok = try Tokenizer.load(path: folder.path)
+        } else if let gguf = model.gguf {
+            tok = try Tokenizer.load(gguf: gguf)
         }
         var options = EngineOptions()
         options.threadCount = threads

@@ -42,7 +42,7 @@ struct Serve: AsyncParsableCommand {
         logger.logLevel = logLevel
         let engine = try options.makeEngine()
         if let b = maxBatch { engine.options.maxBatch = b }
-        let template = try engine.model.folder.flatMap { try ChatTemplate.load(modelFolder: $0) }
+        let template = try ChatTemplate.load(model: engine.model)
         var settings = ServerSettings(servedModelName: servedModelName ?? engine.model.name)
         settings.host = host
         settings.port = port

@@ -110,16 +110,23 @@ struct ConformanceTests {
         #expect(worstLast <= tol, "last-position logprob max error \(worstLast) > \(tol)")
         print("conformance \(label): max |Δ logprob| teacher-forced \(worst), last position \(worstLast)")
 
-        var request = Request(prompt: ref.greedy.prompt)
-        request.maxTokens = ref.greedy.tokens.count
+        let trusted = try checkGreedy(ref.greedy, engine: engine, tolerance: tol)
+        if requireGreedy { #expect(trusted > 0) }
+    }
+
+    /// Greedy decoding from `greedy.prompt` (EOS ignored) gives the reference tokens, compared up to
+    /// the first step whose reference top-2 margin is within tolerance: there a different but
+    /// equally valid argmax may be picked, and everything after diverges. Returns how many were compared.
+    @discardableResult
+    func checkGreedy(_ greedy: Reference.Greedy, engine: Engine, tolerance tol: Double) throws -> Int {
+        var request = Request(prompt: greedy.prompt)
+        request.maxTokens = greedy.tokens.count
         request.sampling.temperature = 0
         request.ignoreEOS = true
         let got = try engine.generate(request).completions[0].tokens
-        // Compare up to the first step whose reference top-2 margin is within tolerance: there a
-        // different but equally valid argmax may be picked, and everything after diverges.
-        let trusted = ref.greedy.margins.firstIndex { $0 <= tol } ?? ref.greedy.tokens.count
-        #expect(Array(got.prefix(trusted)) == Array(ref.greedy.tokens.prefix(trusted)))
-        if requireGreedy { #expect(trusted > 0) }
+        let trusted = greedy.margins.firstIndex { $0 <= tol } ?? greedy.tokens.count
+        #expect(Array(got.prefix(trusted)) == Array(greedy.tokens.prefix(trusted)))
+        return trusted
     }
 }
 

@@ -1,0 +1,229 @@
+/// A ggml tensor type as stored in GGUF files (`ggml_type` in ggml.h; the raw values are the file's).
+/// Block layouts follow ggml-common.h: a row of `n` elements is `n / blockSize` blocks of
+/// `blockByteCount` bytes each, scales stored as IEEE half floats, everything little-endian.
+public enum GGMLType: UInt32, Sendable, CaseIterable {
+    case f32 = 0, f16 = 1
+    case q4_0 = 2, q4_1 = 3, q5_0 = 6, q5_1 = 7, q8_0 = 8
+    case q4_K = 12, q5_K = 13, q6_K = 14
+    case bf16 = 30
+
+    /// The name ggml and the gguf tools print (`Q4_K`, `BF16`, ...).
+    public var name: String {
+        switch self {
+        case .f32: return "F32"
+        case .f16: return "F16"
+        case .bf16: return "BF16"
+        case .q4_0: return "Q4_0"
+        case .q4_1: return "Q4_1"
+        case .q5_0: return "Q5_0"
+        case .q5_1: return "Q5_1"
+        case .q8_0: return "Q8_0"
+        case .q4_K: return "Q4_K"
+        case .q5_K: return "Q5_K"
+        case .q6_K: return "Q6_K"
+        }
+    }
+
+    /// Names of the ggml types this engine does not read, so errors can say what a file holds.
+    public static func name(ofRaw raw: UInt32) -> String {
+        if let t = GGMLType(rawValue: raw) { return t.name }
+        let others: [UInt32: String] = [
+            4: "Q4_2 (removed)", 5: "Q4_3 (removed)", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 15: "Q8_K",
+            16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S", 22: "IQ2_S",
+            23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M",
+            34: "TQ1_0", 35: "TQ2_0", 39: "MXFP4",
+        ]
+        return others[raw] ?? "type \(raw)"
+    }
+
+    /// Elements per block (1 for the plain float types; 256 for the K-quants' super-blocks).
+    public var blockSize: Int {
+        switch self {
+        case .f32, .f16, .bf16: return 1
+        case .q4_0, .q4_1, .q5_0, .q5_1, .q8_0: return 32
+        case .q4_K, .q5_K, .q6_K: return 256
+        }
+    }
+
+    /// Bytes per block.
+    public var blockByteCount: Int {
+        switch self {
+        case .f32: return 4
+        case .f16, .bf16: return 2
+        case .q4_0: return 2 + 16            // d, 32 × 4-bit
+        case .q4_1: return 2 + 2 + 16        // d, m, 32 × 4-bit
+        case .q5_0: return 2 + 4 + 16        // d, high bits, 32 × low 4 bits
+        case .q5_1: return 2 + 2 + 4 + 16    // d, m, high bits, low 4 bits
+        case .q8_0: return 2 + 32            // d, 32 × int8
+        case .q4_K: return 2 + 2 + 12 + 128  // d, dmin, 8 × (6-bit scale, 6-bit min), 256 × 4-bit
+        case .q5_K: return 2 + 2 + 12 + 32 + 128
+        case .q6_K: return 128 + 64 + 16 + 2 // low 4 bits, high 2 bits, 16 × int8 scale, d
+        }
+    }
+
+    /// Whether values are blocks of integers with scales (not plain floats).
+    public var isQuantized: Bool { blockSize > 1 }
+
+    /// Bytes of a row of `count` elements, or nil when `count` is not a whole number of blocks.
+    public func rowByteCount(_ count: Int) -> Int? {
+        guard count >= 0, count % blockSize == 0 else { return nil }
+        let (bytes, overflow) = (count / blockSize).multipliedReportingOverflow(by: blockByteCount)
+        return overflow ? nil : bytes
+    }
+}
+
+/// A weight matrix still in its ggml block format: `rows` rows of `rowByteCount` bytes each, same
+/// row order as the `WeightMatrix` that carries it. The seam for integer dot-product kernels, which
+/// can read the blocks instead of the widened copy. The memory is owned elsewhere.
+public struct QuantizedRows: @unchecked Sendable {
+    public let type: GGMLType
+    public let base: UnsafeRawPointer
+    public let rowByteCount: Int
+
+    public init(type: GGMLType, base: UnsafeRawPointer, rowByteCount: Int) {
+        self.type = type; self.base = base; self.rowByteCount = rowByteCount
+    }
+}
+
+/// Reference dequantization, one block at a time: scalar and written to read like ggml's
+/// `dequantize_row_*` (ggml-quants.c). The products are evaluated in the same order as ggml's C and
+/// gguf-py's numpy (`(d * scale) * q - dmin * min`), without fused multiply-adds, so the results
+/// are bit-identical to gguf-py's `dequantize`.
+public enum Dequantize {
+    /// Widens `count` elements of `type` at `src` into `out[0..<count]`. `count` must be a whole
+    /// number of blocks and `src` must hold `type.rowByteCount(count)` bytes (the caller checked both
+    /// against the file).
+    public static func row(_ type: GGMLType, _ src: UnsafeRawPointer, count: Int, into out: UnsafeMutablePointer<Float>) {
+        precondition(count % type.blockSize == 0, "\(count) elements is not a whole number of \(type.name) blocks")
+        let blocks = count / type.blockSize
+        for b in 0..<blocks {
+            let x = src + b * type.blockByteCount
+            let y = out + b * type.blockSize
+            switch type {
+            case .f32: y[0] = Float(bitPattern: x.loadUnaligned(as: UInt32.self).littleEndian)
+            case .f16: y[0] = half(x, 0)
+            case .bf16: y[0] = bf16ToFloat(x.loadUnaligned(as: UInt16.self).littleEndian)
+            case .q4_0: q4_0(x, y)
+            case .q4_1: q4_1(x, y)
+            case .q5_0: q5_0(x, y)
+            case .q5_1: q5_1(x, y)
+            case .q8_0: q8_0(x, y)
+            case .q4_K: q4_K(x, y)
+            case .q5_K: q5_K(x, y)
+            case .q6_K: q6_K(x, y)
+            }
+        }
+    }
+
+    @inline(__always) static func half(_ p: UnsafeRawPointer, _ offset: Int) -> Float {
+        f16ToFloat(p.loadUnaligned(fromByteOffset: offset, as: UInt16.self).littleEndian)
+    }
+    @inline(__always) static func byte(_ p: UnsafeRawPointer, _ offset: Int) -> UInt8 {
+        p.load(fromByteOffset: offset, as: UInt8.self)
+    }
+
+    // Q4_0: element j < 16 is the low nibble of qs[j], element j + 16 the high nibble; value (q - 8) · d.
+    static func q4_0(_ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(x, 0), qs = x + 2
+        for j in 0..<16 {
+            let q = byte(qs, j)
+            y[j] = Float(Int(q & 0x0F) - 8) * d
+            y[j + 16] = Float(Int(q >> 4) - 8) * d
+        }
+    }
+
+    // Q4_1: as Q4_0 but unsigned with a minimum: q · d + m.
+    static func q4_1(_ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(x, 0), m = half(x, 2), qs = x + 4
+        for j in 0..<16 {
+            let q = byte(qs, j)
+            y[j] = d * Float(q & 0x0F) + m
+            y[j + 16] = d * Float(q >> 4) + m
+        }
+    }
+
+    // Q5_0: the fifth bit of element j is bit j of the little-endian 32-bit qh; value (q - 16) · d.
+    static func q5_0(_ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(x, 0), qh = x.loadUnaligned(fromByteOffset: 2, as: UInt32.self).littleEndian, qs = x + 6
+        for j in 0..<16 {
+            let q = byte(qs, j)
+            let lo = Int(q & 0x0F) | Int((qh >> UInt32(j)) & 1) << 4
+            let hi = Int(q >> 4) | Int((qh >> UInt32(j + 16)) & 1) << 4
+            y[j] = Float(lo - 16) * d
+            y[j + 16] = Float(hi - 16) * d
+        }
+    }
+
+    // Q5_1: Q5_0's bits, unsigned with a minimum: q · d + m.
+    static func q5_1(_ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(x, 0), m = half(x, 2), qh = x.loadUnaligned(fromByteOffset: 4, as: UInt32.self).littleEndian
+        let qs = x + 8
+        for j in 0..<16 {
+            let q = byte(qs, j)
+            let lo = Int(q & 0x0F) | Int((qh >> UInt32(j)) & 1) << 4
+            let hi = Int(q >> 4) | Int((qh >> UInt32(j + 16)) & 1) << 4
+            y[j] = d * Float(lo) + m
+            y[j + 16] = d * Float(hi) + m
+        }
+    }
+
+    // Q8_0: 32 signed bytes times d.
+    static func q8_0(_ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(x, 0)
+        for j in 0..<32 { y[j] = Float(Int8(bitPattern: byte(x, 2 + j))) * d }
+    }
+
+    /// Scale and minimum of sub-block `j` (0..<8) from the 12 packed bytes of Q4_K / Q5_K
+    /// (`get_scale_min_k4`): sub-blocks 0-3 use 6 bits of bytes j and j+4; sub-blocks 4-7 take their
+    /// low 4 bits from byte j+4 and their top 2 bits from the spare top bits of bytes j-4 and j.
+    @inline(__always) static func scaleMin(_ s: UnsafeRawPointer, _ j: Int) -> (scale: UInt8, min: UInt8) {
+        if j < 4 { return (byte(s, j) & 63, byte(s, j + 4) & 63) }
+        let scale = (byte(s, j + 4) & 0x0F) | ((byte(s, j - 4) >> 6) << 4)
+        let min = (byte(s, j + 4) >> 4) | ((byte(s, j) >> 6) << 4)
+        return (scale, min)
+    }
+
+    // Q4_K: 8 sub-blocks of 32. The 4-bit values come in 4 chunks of 32 bytes; chunk c holds
+    // sub-block 2c in its low nibbles and sub-block 2c+1 in its high nibbles. Value (d·scale)·q - dmin·min.
+    static func q4_K(_ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(x, 0), dmin = half(x, 2), scales = x + 4, qs = x + 16
+        for sub in 0..<8 {
+            let (sc, m) = scaleMin(scales, sub)
+            let d1 = d * Float(sc), m1 = dmin * Float(m)
+            let chunk = qs + (sub / 2) * 32, shift = UInt8((sub % 2) * 4)
+            for l in 0..<32 { y[sub * 32 + l] = d1 * Float((byte(chunk, l) >> shift) & 0x0F) - m1 }
+        }
+    }
+
+    // Q5_K: Q4_K plus a fifth bit: bit `sub` of qh[l] belongs to element l of sub-block `sub`.
+    static func q5_K(_ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let d = half(x, 0), dmin = half(x, 2), scales = x + 4, qh = x + 16, qs = x + 48
+        for sub in 0..<8 {
+            let (sc, m) = scaleMin(scales, sub)
+            let d1 = d * Float(sc), m1 = dmin * Float(m)
+            let chunk = qs + (sub / 2) * 32, shift = UInt8((sub % 2) * 4)
+            for l in 0..<32 {
+                let q = ((byte(chunk, l) >> shift) & 0x0F) | (((byte(qh, l) >> UInt8(sub)) & 1) << 4)
+                y[sub * 32 + l] = d1 * Float(q) - m1
+            }
+        }
+    }
+
+    // Q6_K: two halves of 128. In half h, element i < 64 has its low 4 bits in the low nibble of
+    // ql[64h + i] and element 64 + i in the high nibble; element 32t + k has its top 2 bits at bits
+    // 2t..2t+1 of qh[32h + k]. 16 int8 scales, one per 16 elements; value (d·scale)·(q - 32).
+    static func q6_K(_ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
+        let ql = x, qh = x + 128, scales = x + 192, d = half(x, 208)
+        for h in 0..<2 {
+            for i in 0..<128 {
+                let low = byte(ql, 64 * h + i % 64)
+                let lo4 = i < 64 ? low & 0x0F : low >> 4
+                let hi2 = (byte(qh, 32 * h + i % 32) >> UInt8(2 * (i / 32))) & 3
+                let q = Int(lo4 | (hi2 << 4)) - 32
+                let e = 128 * h + i
+                let scale = Float(Int8(bitPattern: byte(scales, e / 16)))
+                y[e] = d * scale * Float(q)
+            }
+        }
+    }
+}
