@@ -76,6 +76,8 @@ public struct EngineMetrics: Sendable {
     public var kvBlocksTotal = 0
     /// KV blocks held only by the prefix cache (evictable).
     public var kvBlocksCached = 0
+    /// Bytes of one KV block (all layers, K and V).
+    public var kvBlockBytes = 0
     /// Totals since the engine started.
     public var promptTokens = 0
     public var cachedPromptTokens = 0

@@ -101,7 +101,6 @@ public final class Scheduler {
         var cachedTokens = 0
         var promptLogprobsSent = false
         var promptLogprobsJob: Job?
-        var aborted = false
         init(id: RequestID, request: Request, sink: @escaping Sink, samples: [Sample]) {
             self.id = id; self.request = request; self.sink = sink; self.samples = samples; unfinished = samples.count
         }
@@ -180,7 +179,6 @@ public final class Scheduler {
     /// Drops `id` wherever it is and releases its KV; its sink hears nothing more.
     public func abort(_ id: RequestID) {
         guard let e = entries[id] else { return }
-        e.aborted = true
         counters.abortedRequests += 1
         remove(e)
     }
@@ -220,6 +218,7 @@ public final class Scheduler {
         m.kvBlocksTotal = kv.pool.capacity
         m.kvBlocksUsed = kv.pool.usedCount
         m.kvBlocksCached = cache?.blockCount ?? 0
+        m.kvBlockBytes = kv.layout.blockByteCount
         m.steps = stats.steps
         return m
     }

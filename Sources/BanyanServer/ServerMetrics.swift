@@ -7,7 +7,7 @@ import BanyanEngine
 /// latencies the server measures itself from event arrival times (time to first token, inter-token).
 final class ServerMetrics: Sendable {
     let registry: PrometheusCollectorRegistry
-    let running, waiting, kvUsed, kvTotal, kvCached: Gauge
+    let running, waiting, kvUsed, kvTotal, kvCached, kvBlockBytes: Gauge
     let promptTokens, cachedPromptTokens, generatedTokens, finished, aborted, failed, preemptions, steps: Counter
     /// Responses whose client went away before the end (their engine requests were aborted).
     let clientDisconnects: Counter
@@ -28,6 +28,7 @@ final class ServerMetrics: Sendable {
         kvUsed = gauge("kv_blocks_used", "KV cache blocks in use (including prefix-cache blocks)")
         kvTotal = gauge("kv_blocks_total", "KV cache blocks within the budget")
         kvCached = gauge("kv_blocks_cached", "KV cache blocks held only by the prefix cache (evictable)")
+        kvBlockBytes = gauge("kv_block_bytes", "Bytes of one KV cache block (all layers, K and V)")
         promptTokens = counter("prompt_tokens", "Prompt tokens of finished requests")
         cachedPromptTokens = counter("prompt_tokens_cached", "Prompt tokens served from the prefix cache")
         generatedTokens = counter("generation_tokens", "Generated tokens")
@@ -52,6 +53,7 @@ final class ServerMetrics: Sendable {
         kvUsed.set(Double(m.kvBlocksUsed))
         kvTotal.set(Double(m.kvBlocksTotal))
         kvCached.set(Double(m.kvBlocksCached))
+        kvBlockBytes.set(Double(m.kvBlockBytes))
         let totals = [m.promptTokens, m.cachedPromptTokens, m.generatedTokens, m.finishedRequests, m.abortedRequests,
                       m.failedRequests, m.preemptions, m.steps]
         let counters = [promptTokens, cachedPromptTokens, generatedTokens, finished, aborted, failed, preemptions, steps]
