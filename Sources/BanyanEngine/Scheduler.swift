@@ -121,7 +121,6 @@ public final class Scheduler {
     var entries: [RequestID: Entry] = [:]
     var waiting: [Waiting] = []
     var live: [Sample] = []
-    var liveEntries: [Entry] = []
     var jobs: [Job] = []
     var admissions = 0
     public private(set) var stats = BatchStats()
@@ -198,7 +197,6 @@ public final class Scheduler {
         live.removeAll { s in e.samples.contains { $0 === s } }
         for j in jobs where j.request === e { kv.free(j.seq) }
         jobs.removeAll { $0.request === e }
-        liveEntries = live.map(owner)
     }
 
     /// Releases the prefix cache (everything else must be done or aborted).
@@ -211,7 +209,7 @@ public final class Scheduler {
     public var metrics: EngineMetrics {
         var m = counters
         var running = Set<RequestID>()
-        for e in liveEntries { running.insert(e.id) }
+        for x in live { running.insert(owner(x).id) }
         for j in jobs { running.insert(j.request.id) }
         m.runningRequests = running.count
         m.waitingRequests = Set(waiting.map(\.request.id)).subtracting(running).count
@@ -339,7 +337,6 @@ public final class Scheduler {
         kv.free(s.seq!)
         s.seq = nil
         live.removeAll { $0 === s }
-        liveEntries = live.map(owner)
         waiting.insert(Waiting(request: e, samples: [s]), at: 0)
         counters.preemptions += 1
     }
@@ -475,7 +472,6 @@ public final class Scheduler {
             }
         }
         retireFinished()
-        liveEntries = live.map(owner)
     }
 
     /// Samples `s`'s next token from `logits`, records it and ends the sample if it is done.
@@ -579,7 +575,6 @@ public final class Scheduler {
 
     func retireFinished() {
         live.removeAll { $0.finished }
-        liveEntries = live.map(owner)
     }
 }
 
