@@ -106,8 +106,8 @@ public enum EngineBench {
         let c = model.config, w = model.weights
         // Bytes one decode token streams: every layer matrix, the LM head, one embedding row.
         let layerBytes = w.layers.reduce(0) { acc, l in acc + [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown].reduce(0) { $0 + $1.byteCount } }
-        let tokenBytes = Double(layerBytes + w.lmHead.byteCount + c.hiddenSize * w.embedding.dtype.byteCount)
-        let layerParams = Double(layerBytes / w.layers[0].wq.dtype.byteCount)
+        let tokenBytes = Double(layerBytes + w.lmHead.byteCount + w.embedding.byteCount / max(1, w.embedding.rows))
+        let layerParams = Double(w.layers.reduce(0) { acc, l in acc + [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown].reduce(0) { $0 + $1.rows * $1.cols } })
         let lmParams = Double(w.lmHead.rows * w.lmHead.cols)
         var decodeRates: [Double] = [], prefillSeconds: [Double] = [], batchedRates: [Double] = []
         let batchRows = 64
@@ -154,7 +154,8 @@ public enum EngineBench {
                        metrics: ["decode_tokens_per_s": batched, "gflops": batchedGFLOPs,
                                  "peak_fraction": batchedGFLOPs.map { $0 / peak }]),
         ]
-        var table = TextTable(title: "model: \(spec) (\(w.dtype.rawValue) weights, \(threads.threadCount) threads)",
+        let weightType = w.quantizedType?.name ?? w.dtype.rawValue
+        var table = TextTable(title: "model: \(spec) (\(weightType) weights, \(threads.threadCount) threads)",
                               legend: "batch-1 decode against the bandwidth roofline (weight bytes per token ÷ measured bandwidth); prefill and batch-\(batchRows) decode against the measured \(peakName) (precision \(model.precision.rawValue))",
                               headers: ["measure", "value", "roofline / peak", "fraction"])
         table.rows.append(["batch-1 decode tokens/s", Format.stat(decode), Format.number(roofline), String(format: "%.0f%%", 100 * decode.median / roofline)])
@@ -168,6 +169,9 @@ public enum EngineBench {
                         "prefill_flops": "2·(layer params·tokens + lm_head params) = \(Format.number(prefillFlops / 1e9)) GFLOP",
                         "repeats": "\(repeats)", "precision": model.precision.rawValue, "peak": peakName]
         if let note { settings["note"] = note }
+        if model.usesIntegerProducts {
+            settings["products"] = "8-bit activations × \(weightType) weights, integer dot products (the peak is float32 FMA's, for scale)"
+        }
         return SuiteReport(suite: "model", title: "Model throughput vs. roofline", model: spec, settings: settings, points: points,
                            table: table,
                            summary: [String(format: "Batch-1 decode reaches %.0f%% of the bandwidth roofline; prefill %.0f%% and a batch-%d decode step %.0f%% of the measured %@.",

@@ -1,5 +1,6 @@
 import Foundation
 import BanyanKernels
+import BanyanModel
 
 /// One matmul shape of a model: `out[M, N] = x[M, K] · Wᵀ`, W `[N, K]` bf16.
 public struct MatmulShape: Sendable, Codable {
@@ -25,23 +26,28 @@ public enum KernelBench {
         var points: [BenchPoint] = []
         var kernels = ["matmul"]
         if KernelDispatch.fastMatmulAvailable { kernels.append("matmulFast") }
+        kernels += quantizedKernels.map(\.name)
         for shape in shapes {
             let w = RandomWeights(rows: shape.n, cols: shape.k, seed: UInt64(shape.k * 31 + shape.n))
+            // The same weights quantized (and packed) for the integer-product kernels.
+            let quantized = quantizedKernels.map { (name: $0.name, matrix: w.matrix.quantized(to: $0.type, threads: threads)) }
             let maxM = rows.max() ?? 1
             let x = UnsafeMutablePointer<Float>.allocate(capacity: maxM * shape.k)
             let out = UnsafeMutablePointer<Float>.allocate(capacity: maxM * shape.n)
             for i in 0..<(maxM * shape.k) { x[i] = Float(i % 89) * 0.01 - 0.4 }
             for m in rows {
                 for kernel in kernels {
+                    let packed = quantized.first { $0.name == kernel }?.matrix.0.packed
                     let call = {
                         if kernel == "matmulFast" { matmulFast(x, rows: m, weight: w.matrix, out: out, pool: threads) }
+                        else if let packed { quantizedMatmul(x, rows: m, weight: packed, out: out, pool: threads) }
                         else { matmul(x, rows: m, weight: w.matrix, out: out, pool: threads) }
                     }
                     call()  // warm-up (and page-in)
                     let samples = (0..<max(1, repeats)).map { _ in Timing.mean(minSeconds: minSeconds, call) }
                     let s = Statistic(samples)
                     let flops = 2 * Double(m * shape.n * shape.k)
-                    let bytes = Double(shape.n * shape.k * 2 + m * shape.k * 4 + m * shape.n * 4)
+                    let bytes = Double((packed?.byteCount ?? shape.n * shape.k * 2) + m * shape.k * 4 + m * shape.n * 4)
                     points.append(BenchPoint(series: kernel, parameters: ["m": m, "k": shape.k, "n": shape.n],
                                              metrics: ["seconds": s, "gflops": s.map { flops / $0 / 1e9 },
                                                        "gbps": s.map { bytes / $0 / 1e9 }]))
@@ -54,15 +60,18 @@ public enum KernelBench {
     }
 
     public static func pointCount(shapes: Int, rows: Int) -> Int {
-        shapes * rows * (KernelDispatch.fastMatmulAvailable ? 2 : 1)
+        shapes * rows * ((KernelDispatch.fastMatmulAvailable ? 2 : 1) + quantizedKernels.count)
     }
+
+    /// Integer-product kernels measured beside the float ones: series named by the ggml type.
+    static let quantizedKernels: [(name: String, type: GGMLType)] = [("q8_0", .q8_0), ("q4_K", .q4_K)]
 
     /// `bench kernels`: the measurements as a table beside the machine's peaks, and a plot of GFLOP/s vs M.
     public static func report(shapes: [MatmulShape], rows: [Int], repeats: Int, minSeconds: Double, machine: MachineDescription,
                               threads: ThreadPool, progress: ProgressLine?) -> SuiteReport {
         let points = run(shapes: shapes, rows: rows, repeats: repeats, minSeconds: minSeconds, threads: threads, progress: progress)
         var table = TextTable(title: "kernels: matmul out[M, N] = x[M, K] · Wᵀ, bf16 W, \(threads.threadCount) threads",
-                              legend: "columns: kernel (matmul: float32 activations, the engine's path; matmulFast: bf16 activations), shape K×N, M rows; GFLOP/s (2·M·N·K) and GB/s (W + x + out bytes) with % of the measured peak / bandwidth",
+                              legend: "columns: kernel (matmul: float32 activations, the engine's path; matmulFast: bf16 activations; q8_0, q4_K: the same W quantized, 8-bit activations, integer products, GB/s of the packed W), shape K×N, M rows; GFLOP/s (2·M·N·K) and GB/s (W + x + out bytes) with % of the measured peak / bandwidth",
                               headers: ["kernel", "shape KxN", "M", "ms", "GFLOP/s", "% peak", "GB/s", "% bw"])
         for p in points {
             let k = p.parameters["k"]!, n = p.parameters["n"]!
@@ -74,7 +83,7 @@ public enum KernelBench {
         }
         var series: [PlotSpec.Series] = []
         for shape in shapes {
-            for kernel in ["matmul", "matmulFast"] {
+            for kernel in ["matmul", "matmulFast"] + quantizedKernels.map(\.name) {
                 let pts = points.filter { $0.series == kernel && $0.parameters["k"] == shape.k && $0.parameters["n"] == shape.n }
                     .map { (Double($0.parameters["m"]!), $0.median("gflops")!) }
                 if !pts.isEmpty { series.append(PlotSpec.Series(name: "\(kernel) \(shape.k)x\(shape.n)", points: pts)) }

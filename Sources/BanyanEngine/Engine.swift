@@ -38,10 +38,16 @@ public struct EngineOptions: Sendable {
     public var kvDType: DType? = nil
     public init() {}
 
-    /// f32 under `exact` precision (conformance with transformers at 1e-4 needs unrounded K/V), bf16
-    /// under `fast` and `bf16` (half the KV memory and bandwidth; K/V rounded with relative error ≤ 2⁻⁹).
+    /// f32 under `exact` precision (conformance with transformers at 1e-4 needs unrounded K/V); f16
+    /// under `fast`, as llama.cpp (half the KV memory and bandwidth; K/V rounded with relative error
+    /// ≤ 2⁻¹¹, 8× finer than bf16; magnitudes past 65504 saturate, see `KVBlockPool.store`); bf16
+    /// under `bf16`. `--kv-dtype` overrides any of them.
     public static func defaultKVDType(precision: Precision) -> DType {
-        precision == .exact ? .f32 : .bf16
+        switch precision {
+        case .exact: .f32
+        case .fast: .f16
+        case .bf16: .bf16
+        }
     }
 }
 

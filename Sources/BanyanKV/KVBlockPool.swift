@@ -156,7 +156,9 @@ public final class KVBlockPool: @unchecked Sendable {
             for d in 0..<D { k[d * C + slot] = floatToBF16(key[d]); v[d] = floatToBF16(value[d]) }
         case .f16:
             let k = kt.assumingMemoryBound(to: UInt16.self), v = vt.assumingMemoryBound(to: UInt16.self) + slot * D
-            for d in 0..<D { k[d * C + slot] = floatToF16(key[d]); v[d] = floatToF16(value[d]) }
+            // Saturating: a K/V element past f16's range (|x| > 65504) is stored as ±65504 rather than
+            // ±inf, which would turn every score of the block into NaN; NaN stays NaN.
+            for d in 0..<D { k[d * C + slot] = floatToF16Saturating(key[d]); v[d] = floatToF16Saturating(value[d]) }
         }
     }
 

@@ -30,3 +30,10 @@ public func f16ToFloat(_ bits: UInt16) -> Float {
 
 @inlinable @inline(__always)
 public func floatToF16(_ x: Float) -> UInt16 { Float16(x).bitPattern }
+
+/// float32 -> f16 (nearest even) clamped to f16's finite range: values that would round to ±inf
+/// become ±65504 (the KV cache's defined behaviour out of range); NaN stays NaN.
+@inlinable @inline(__always)
+public func floatToF16Saturating(_ x: Float) -> UInt16 {
+    Float16(Swift.min(Swift.max(x, -65504), 65504)).bitPattern
+}

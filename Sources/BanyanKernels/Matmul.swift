@@ -1,7 +1,8 @@
 import CBanyanKernels
 
 /// `out[m, n] = Σ_k x[m, k] · W[n, k]` for `m < rows`: activations `x` `[rows, W.cols]` float32,
-/// weights in their stored dtype widened exactly, float32 accumulation, `out` `[rows, W.rows]`.
+/// weights in their stored type widened exactly (quantized ones as ggml dequantizes them), float32
+/// accumulation, `out` `[rows, W.rows]`.
 /// Each output element's bits are independent of `rows`, of its position and of the thread
 /// count (batch invariance depends on it): one vector FMA chain over k, then a fixed tree.
 public func matmul(_ x: UnsafePointer<Float>, rows: Int, weight: WeightMatrix,
@@ -17,6 +18,27 @@ public func matmul(_ x: UnsafePointer<Float>, rows: Int, weight: WeightMatrix,
     let n = weight.rows, k = weight.cols
     let columns = MatmulBlocking.columnsPerTask(rows: rows, weight: weight, threadCount: pool.threadCount)
     let taskCount = (n + columns - 1) / columns
+    if weight.quantized != nil {
+        // Exact products of a quantized matrix: each task widens its rows to float32 (as ggml
+        // dequantizes them) and runs the float kernel on them; an element's bits are those a
+        // widened copy of the whole matrix would give, without keeping one (4 bytes per weight).
+        pool.parallelFor(taskCount) { task in
+            let n0 = task * columns, count = min(n, n0 + columns) - n0
+            let widened = UnsafeMutablePointer<Float>.allocate(capacity: count * k)
+            defer { widened.deallocate() }
+            weight.widenRows(n0, count: count, into: widened)
+            switch path {
+            case .avx512bf16, .avx512f:
+                banyan_matmul_avx512(x, rows, k, widened, Int32(BANYAN_W_F32), 0, count, out + n0, n)
+            case .avx2:
+                banyan_matmul_avx2(x, rows, k, widened, Int32(BANYAN_W_F32), 0, count, out + n0, n)
+            case .portable:
+                matmulPortable(x, rows: rows, weight: WeightMatrix(dtype: .f32, rows: count, cols: k, base: widened),
+                               columns: 0..<count, out: out + n0, ldo: n)
+            }
+        }
+        return
+    }
     pool.parallelFor(taskCount) { task in
         let n0 = task * columns, n1 = min(n, n0 + columns)
         switch path {

@@ -227,3 +227,105 @@ public enum Dequantize {
         }
     }
 }
+
+/// Float32 rows to ggml blocks, for `--quantize` and `synthetic:NAME:TYPE`: Q8_0, Q4_0 and Q5_0 as
+/// ggml's reference quantizers (`quantize_row_*_ref`); Q4_K with per-sub-block min/max ranges and
+/// 6-bit scales (simpler than ggml's iterative search, same format: any Q4_K reader reads it).
+public enum Quantize {
+    /// The types this engine can write.
+    public static let writable: [GGMLType] = [.q8_0, .q4_0, .q5_0, .q4_K]
+
+    /// The type a row of `count` elements is written in when `type` needs whole blocks it lacks:
+    /// llama.cpp's fallback (Q4_K → Q5_0 for rows not a multiple of 256); nil when not even a block of
+    /// 32 fits (the row stays float).
+    public static func fallback(_ type: GGMLType, count: Int) -> GGMLType? {
+        if count % type.blockSize == 0 { return type }
+        guard count % 32 == 0 else { return nil }
+        return type == .q4_K ? .q5_0 : type
+    }
+
+    /// Writes `count` elements of `x` as `type` blocks at `out` (`type.rowByteCount(count)` bytes).
+    public static func row(_ type: GGMLType, _ x: UnsafePointer<Float>, count: Int, into out: UnsafeMutableRawPointer) {
+        precondition(writable.contains(type) && count % type.blockSize == 0, "cannot quantize \(count) elements to \(type.name)")
+        for b in 0..<(count / type.blockSize) {
+            let xb = x + b * type.blockSize, y = out + b * type.blockByteCount
+            switch type {
+            case .q8_0: q8_0(xb, y)
+            case .q4_0: q4_0(xb, y)
+            case .q5_0: q5_0(xb, y)
+            default: q4_K(xb, y)
+            }
+        }
+    }
+
+    static func storeHalf(_ y: UnsafeMutableRawPointer, _ offset: Int, _ v: Float) {
+        y.storeBytes(of: floatToF16(v).littleEndian, toByteOffset: offset, as: UInt16.self)
+    }
+
+    static func q8_0(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
+        var amax: Float = 0
+        for j in 0..<32 { amax = max(amax, abs(x[j])) }
+        let d = amax / 127, id: Float = d != 0 ? 1 / d : 0
+        storeHalf(y, 0, d)
+        for j in 0..<32 { y.storeBytes(of: Int8((x[j] * id).rounded()), toByteOffset: 2 + j, as: Int8.self) }
+    }
+
+    static func q4_0(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
+        var amax: Float = 0, extreme: Float = 0
+        for j in 0..<32 where abs(x[j]) > amax { amax = abs(x[j]); extreme = x[j] }
+        let d = extreme / -8, id: Float = d != 0 ? 1 / d : 0
+        storeHalf(y, 0, d)
+        for j in 0..<16 {
+            let lo = UInt8(min(15, Int8(x[j] * id + 8.5))), hi = UInt8(min(15, Int8(x[j + 16] * id + 8.5)))
+            y.storeBytes(of: lo | hi << 4, toByteOffset: 2 + j, as: UInt8.self)
+        }
+    }
+
+    static func q5_0(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
+        var amax: Float = 0, extreme: Float = 0
+        for j in 0..<32 where abs(x[j]) > amax { amax = abs(x[j]); extreme = x[j] }
+        let d = extreme / -16, id: Float = d != 0 ? 1 / d : 0
+        storeHalf(y, 0, d)
+        var qh: UInt32 = 0
+        for j in 0..<16 {
+            let lo = UInt8(min(31, Int8(x[j] * id + 16.5))), hi = UInt8(min(31, Int8(x[j + 16] * id + 16.5)))
+            y.storeBytes(of: (lo & 15) | (hi & 15) << 4, toByteOffset: 6 + j, as: UInt8.self)
+            qh |= UInt32(lo >> 4) << UInt32(j) | UInt32(hi >> 4) << UInt32(j + 16)
+        }
+        y.storeBytes(of: qh.littleEndian, toByteOffset: 2, as: UInt32.self)
+    }
+
+    static func q4_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
+        var scales = [Float](repeating: 0, count: 8), mins = [Float](repeating: 0, count: 8)
+        for sub in 0..<8 {
+            var lo: Float = 0, hi = -Float.infinity
+            for l in 0..<32 { lo = min(lo, x[sub * 32 + l]); hi = max(hi, x[sub * 32 + l]) }
+            scales[sub] = max(0, (hi - lo) / 15); mins[sub] = -lo
+        }
+        let d = f16ToFloat(floatToF16(scales.max()! / 63)), dmin = f16ToFloat(floatToF16(mins.max()! / 63))
+        storeHalf(y, 0, d); storeHalf(y, 2, dmin)
+        let packed = y + 4
+        for j in 0..<12 { packed.storeBytes(of: 0, toByteOffset: j, as: UInt8.self) }
+        var sc = [UInt8](repeating: 0, count: 8), mn = [UInt8](repeating: 0, count: 8)
+        for sub in 0..<8 {
+            // Round the scale up so the sub-block's range still fits in 15 steps.
+            sc[sub] = d > 0 ? UInt8(min(63, (scales[sub] / d).rounded(.up))) : 0
+            mn[sub] = dmin > 0 ? UInt8(min(63, (mins[sub] / dmin).rounded())) : 0
+            let ls = sc[sub], lm = mn[sub]
+            func or(_ i: Int, _ v: UInt8) { packed.storeBytes(of: packed.load(fromByteOffset: i, as: UInt8.self) | v, toByteOffset: i, as: UInt8.self) }
+            if sub < 4 { or(sub, ls); or(sub + 4, lm) } else {
+                or(sub + 4, (ls & 15) | (lm & 15) << 4); or(sub - 4, (ls >> 4) << 6); or(sub, (lm >> 4) << 6)
+            }
+        }
+        let qs = y + 16
+        for c in 0..<4 { for l in 0..<32 { qs.storeBytes(of: 0, toByteOffset: c * 32 + l, as: UInt8.self) } }
+        for sub in 0..<8 {
+            let d1 = d * Float(sc[sub]), m1 = dmin * Float(mn[sub])
+            for l in 0..<32 {
+                let q = d1 > 0 ? UInt8(max(0, min(15, ((x[sub * 32 + l] + m1) / d1).rounded()))) : 0
+                let i = (sub / 2) * 32 + l
+                qs.storeBytes(of: qs.load(fromByteOffset: i, as: UInt8.self) | (sub % 2 == 0 ? q : q << 4), toByteOffset: i, as: UInt8.self)
+            }
+        }
+    }
+}

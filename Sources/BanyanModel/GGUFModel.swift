@@ -144,13 +144,13 @@ extension ModelConfig {
 
 extension ModelWeights {
     /// Binds every tensor of a GGUF checkpoint, checking shapes against `config`. Float tensors stay
-    /// memory-mapped in their stored dtype; quantized ones are widened to float32 at load (the
-    /// kernels compute in float), keeping the blocks on `WeightMatrix.quantized`.
+    /// memory-mapped in their stored dtype; quantized ones stay memory-mapped as ggml blocks (row
+    /// gathers and `exact` products widen them on the fly) and are repacked for the integer kernels.
     ///
     /// llama.cpp's converter permutes the Q and K rows of `llama` models so that each head's rotary
     /// pairs are adjacent (interleaved RoPE); Banyan rotates halves as transformers does, so those
     /// rows are put back in Hugging Face order here (`qwen2` files are not permuted).
-    static func load(gguf g: GGUFFile, config c: ModelConfig) throws -> ModelWeights {
+    static func load(gguf g: GGUFFile, config c: ModelConfig, threads: ThreadPool) throws -> ModelWeights {
         var used = Set<String>()
         var owners: [any Sendable] = [g.file]
 
@@ -184,12 +184,10 @@ extension ModelWeights {
                 }
                 return WeightMatrix(dtype: dtype, rows: rows, cols: cols, base: source)
             default:
-                let widened = AlignedCopy(byteCount: rows * cols * 4)
-                let out = widened.base.assumingMemoryBound(to: Float.self)
-                for r in 0..<rows { Dequantize.row(t.type, source + r * rowBytes, count: cols, into: out + r * cols) }
-                owners.append(widened)
-                return WeightMatrix(dtype: .f32, rows: rows, cols: cols, base: UnsafeRawPointer(widened.base),
-                                    quantized: QuantizedRows(type: t.type, base: source, rowByteCount: rowBytes))
+                let rows8 = QuantizedRows(type: t.type, base: source, rowByteCount: rowBytes)
+                let packed = PackedWeights(type: t.type, rows: rows, cols: cols, blocks: source, rowByteCount: rowBytes, pool: threads)
+                if let packed { owners.append(packed) }
+                return WeightMatrix(rows: rows, cols: cols, quantized: rows8, packed: packed)
             }
         }
         func vector(_ name: String, _ count: Int, headsToUnpermute: Int? = nil) throws -> [Float] {

@@ -21,7 +21,7 @@ public final class Model: @unchecked Sendable {
                 precision: Precision? = nil) {
         self.name = name; self.config = config; self.weights = weights; self.folder = folder; self.gguf = gguf
         inverseFrequencies = Model.ropeInverseFrequencies(config)
-        self.precision = precision ?? Model.defaultPrecision(weights: weights.dtype)
+        self.precision = precision ?? Model.defaultPrecision(weights: weights.dtype, quantized: weights.quantizedType != nil)
     }
 
     /// The same weights (shared, not copied) run at another precision.
@@ -29,11 +29,16 @@ public final class Model: @unchecked Sendable {
         Model(name: name, config: config, weights: weights, folder: folder, gguf: gguf, precision: precision)
     }
 
-    /// `fast` for 16-bit weights, as other engines run them (bf16 KV; activations rounded to bf16
-    /// inside the products where that is faster); `exact` for float32 weights, whose users asked for float32.
-    public static func defaultPrecision(weights dtype: DType) -> Precision {
-        dtype == .f32 ? .exact : .fast
+    /// `fast` for 16-bit and quantized weights, as other engines run them (f16 KV; activations rounded
+    /// to bf16 inside 16-bit products where that is faster, quantized to 8 bits per block of 32 against
+    /// quantized weights); `exact` for float32 weights, whose users asked for float32.
+    public static func defaultPrecision(weights dtype: DType, quantized: Bool = false) -> Precision {
+        dtype == .f32 && !quantized ? .exact : .fast
     }
+
+    /// Whether the linear layers run integer products against packed quantized weights: every
+    /// precision but `exact`, which widens the quantized weights to float32 and keeps float32 activations.
+    public var usesIntegerProducts: Bool { precision != .exact && weights.quantizedType != nil }
 
     /// Whether the linear layers run bf16 dot products (bf16 weights, a precision that asks for them
     /// and a CPU that has them).
@@ -46,20 +51,33 @@ public final class Model: @unchecked Sendable {
         }
     }
 
-    /// Loads `spec`: a Hugging Face folder, a `.gguf` file (llama.cpp's format; quantized tensors are
-    /// widened to float32), `synthetic:NAME` (optionally `synthetic:NAME:f32|f16|bf16`), or
-    /// `builtin:stories260k` (the small trained model shipped with Banyan).
-    public static func load(_ spec: String, threads: ThreadPool) throws -> Model {
+    /// Loads `spec`: a Hugging Face folder, a `.gguf` file (llama.cpp's format; quantized tensors stay
+    /// quantized), `synthetic:NAME` (optionally `synthetic:NAME:TYPE`, TYPE one of f32, f16, bf16,
+    /// q8_0, q4_0, q5_0, q4_k), or `builtin:stories260k` (the small trained model shipped with Banyan).
+    /// `quantize` quantizes float weights at load (every matrix, llama.cpp's fallback type for rows
+    /// that are not whole blocks).
+    public static func load(_ spec: String, threads: ThreadPool, quantize: GGMLType? = nil) throws -> Model {
+        let model = try loadStored(spec, threads: threads)
+        guard let quantize else { return model }
+        let weights = try model.weights.quantized(to: quantize, threads: threads, source: spec)
+        return Model(name: spec, config: model.config, weights: weights, folder: model.folder, gguf: model.gguf)
+    }
+
+    private static func loadStored(_ spec: String, threads: ThreadPool) throws -> Model {
         if spec.hasPrefix("synthetic:") {
             let parts = spec.dropFirst("synthetic:".count).split(separator: ":").map(String.init)
-            var dtype = DType.bf16
+            var dtype = DType.bf16, quantized: GGMLType? = nil
             if parts.count > 1 {
-                guard parts.count == 2, let d = DType(rawValue: parts[1]) else {
-                    throw ModelError.invalidInput("--model \(spec): expected synthetic:NAME or synthetic:NAME:f32|f16|bf16")
+                let types = "f32|f16|bf16|" + Quantize.writable.map { $0.name.lowercased() }.joined(separator: "|")
+                guard parts.count == 2 else {
+                    throw ModelError.invalidInput("--model \(spec): expected synthetic:NAME or synthetic:NAME:\(types)")
                 }
-                dtype = d
+                if let d = DType(rawValue: parts[1]) { dtype = d }
+                else if let q = GGMLType(writableName: parts[1]) { dtype = .f32; quantized = q }
+                else { throw ModelError.invalidInput("--model \(spec): unknown type '\(parts[1])' (expected \(types))") }
             }
-            let (config, weights) = try SyntheticModels.make(parts.first ?? "", dtype: dtype, threads: threads)
+            var (config, weights) = try SyntheticModels.make(parts.first ?? "", dtype: dtype, threads: threads)
+            if let quantized { weights = try weights.quantized(to: quantized, threads: threads, source: spec) }
             return Model(name: spec, config: config, weights: weights)
         }
         let folder: URL
@@ -76,7 +94,7 @@ public final class Model: @unchecked Sendable {
             if exists && !isDir.boolValue {
                 let file = try GGUFFile(path: spec)
                 let config = try ModelConfig(gguf: file)
-                let weights = try ModelWeights.load(gguf: file, config: config)
+                let weights = try ModelWeights.load(gguf: file, config: config, threads: threads)
                 return Model(name: spec, config: config, weights: weights, gguf: file)
             }
             guard exists, isDir.boolValue else {
@@ -175,11 +193,13 @@ extension Model {
         b.reserve(rows: T, logitRows: input.logitRows.count)
         let shape = AttentionShape(headCount: H, kvHeadCount: KVH, headDim: D)
         let queryScale = 1 / Float(D).squareRoot()
-        let bf16Products = usesBF16Products
+        let bf16Products = usesBF16Products, integerProducts = precision != .exact
         /// `out = x · Wᵀ` for the step's rows, in the chosen precision.
         func linear(_ x: UnsafePointer<Float>, _ rows: Int, _ weight: WeightMatrix, _ out: UnsafeMutablePointer<Float>) {
             guard rows > 0 else { return }
-            if bf16Products && weight.dtype == .bf16 {
+            if integerProducts, let packed = weight.packed {
+                quantizedMatmul(x, rows: rows, weight: packed, out: out, pool: threads)
+            } else if bf16Products && weight.dtype == .bf16 {
                 matmulFast(x, rows: rows, weight: weight, out: out, pool: threads)
             } else {
                 matmul(x, rows: rows, weight: weight, out: out, pool: threads)

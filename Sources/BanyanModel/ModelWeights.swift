@@ -29,12 +29,28 @@ public struct ModelWeights: Sendable {
         }
         return n + finalNorm.count * 4
     }
-    /// The stored dtype of the layers' matrices.
+    /// The stored dtype of the layers' matrices (`f32` when they are quantized; see `quantizedType`).
     public var dtype: DType { layers.first?.wq.dtype ?? embedding.dtype }
-}
+    /// How many weight matrices (embedding, layers, LM head; a tied head counted once) are stored in
+    /// each type, by ggml's names (`F32`, `BF16`, `Q4_K`, ...): what `banyan info` reports.
+    public var tensorTypeCounts: [(key: String, value: Int)] {
+        var counts: [String: Int] = [:]
+        var matrices = [embedding]
+        for l in layers { matrices += [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown] }
+        if lmHead.base != embedding.base { matrices.append(lmHead) }
+        for m in matrices { counts[m.quantized?.type.name ?? m.dtype.rawValue.uppercased(), default: 0] += 1 }
+        return counts.sorted { $0.key < $1.key }
+    }
 
-extension WeightMatrix {
-    public var byteCount: Int { rows * cols * dtype.byteCount }
+    /// The ggml type of most layer matrices when the model is quantized (Q4_K_M files mix Q4_K and
+    /// Q6_K; this is the commonest by bytes), nil for float models.
+    public var quantizedType: GGMLType? {
+        var bytes: [GGMLType: Int] = [:]
+        for l in layers {
+            for m in [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown] { if let q = m.quantized { bytes[q.type, default: 0] += m.byteCount } }
+        }
+        return bytes.max { $0.value < $1.value || ($0.value == $1.value && $0.key.rawValue < $1.key.rawValue) }?.key
+    }
 }
 
 /// What a checkpoint format calls each weight (`prefix(layer) + q + ".weight"`); the model's

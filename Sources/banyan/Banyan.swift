@@ -20,8 +20,11 @@ extension DType: ExpressibleByArgument {}
 
 /// Flags every model-running command shares.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "A Hugging Face model folder, a .gguf file, synthetic:NAME[:f32|f16|bf16], or builtin:stories260k.")
+    @Option(help: "A Hugging Face model folder, a .gguf file, synthetic:NAME[:f32|f16|bf16|q8_0|q4_0|q5_0|q4_k], or builtin:stories260k.")
     var model: String = "builtin:stories260k"
+
+    @Option(help: "Quantize float weights at load: q8_0, q4_0, q5_0 or q4_k (rows not a whole number of Q4_K blocks fall back to q5_0, as llama.cpp does).")
+    var quantize: String?
 
     @Option(help: "Worker threads (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
@@ -35,21 +38,29 @@ struct ModelOptions: ParsableArguments {
     @Option(help: "A tokenizer.json (or folder, or .gguf file) to use instead of the model's.")
     var tokenizer: String?
 
-    @Option(help: "Linear-layer activations: exact (float32 through every product), bf16 (rounded to bf16 inside products with bf16 weights, on CPUs with AVX512_BF16) or fast (whichever of the two is faster on this CPU; `banyan info` shows which). Default: fast for 16-bit weights, exact for f32.")
+    @Option(help: "Linear-layer activations: exact (float32 through every product; quantized weights widened to float32), bf16 (rounded to bf16 inside products with bf16 weights, on CPUs with AVX512_BF16) or fast (whichever of the two is faster on this CPU; `banyan info` shows which). Against quantized weights, fast and bf16 quantize activations to 8 bits per block of 32 and run integer products. Default: fast for 16-bit and quantized weights, exact for f32.")
     var precision: Precision?
 
-    @Option(help: "KV cache element type: f32, bf16 or f16 (default: f32 under --precision exact, bf16 otherwise).")
+    @Option(help: "KV cache element type: f32, bf16 or f16 (default: f32 under --precision exact, f16 under fast, bf16 under bf16).")
     var kvDtype: DType?
 
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
+        if let q = quantize, GGMLType(writableName: q) == nil {
+            throw ValidationError("--quantize: unknown type '\(q)' (expected q8_0, q4_0, q5_0 or q4_k)")
+        }
         if let b = maxKVBytes, b <= 0 { throw ValidationError("--max-kv-bytes must be positive, got \(b)") }
+    }
+
+    /// The model, quantized at load when asked.
+    func loadModel(_ pool: ThreadPool) throws -> Model {
+        try Model.load(model, threads: pool, quantize: quantize.flatMap(GGMLType.init(writableName:)))
     }
 
     /// Loads the model, its tokenizer (if any) and an engine.
     func makeEngine() throws -> Engine {
         let pool = ThreadPool(threadCount: threads)
-        let model = try Model.load(model, threads: pool)
+        let model = try loadModel(pool)
         var tok: Tokenizer? = nil
         if let path = tokenizer {
             tok = try Tokenizer.load(fileOrGGUF: path)
@@ -227,7 +238,7 @@ struct Info: ParsableCommand {
 
     func run() throws {
         let pool = ThreadPool(threadCount: options.threads)
-        let loaded = try Model.load(options.model, threads: pool)
+        let loaded = try options.loadModel(pool)
         let model = options.precision.map { loaded.with(precision: $0) } ?? loaded
         let c = model.config
         let kvDType = options.kvDtype ?? EngineOptions.defaultKVDType(precision: model.precision)
@@ -241,6 +252,9 @@ struct Info: ParsableCommand {
             ("kv_dtype", .string(kvDType.rawValue)), ("kv_bytes_per_token", .int(c.kvBytesPerToken(dtype: kvDType))),
             ("kernels", .string(KernelDispatch.description)), ("threads", .int(pool.threadCount)),
             ("precision", .string(model.precision.rawValue)), ("bf16_products", .bool(model.usesBF16Products)),
+            ("quantization", model.weights.quantizedType.map { .string($0.name) } ?? .null),
+            ("tensor_types", .object(model.weights.tensorTypeCounts.map { ($0.key, .int($0.value)) })),
+            ("integer_products", .bool(model.usesIntegerProducts)),
         ]
         if json {
             print(JSON.object(fields).rendered)

@@ -158,7 +158,7 @@ struct BenchAttention: ParsableCommand {
     @Option(help: "Query heads (default: the model's).") var heads: Int?
     @Option(help: "KV heads (default: the model's).") var kvHeads: Int?
     @Option(help: "Head dimension (default: the model's).") var headDim: Int?
-    @Option(help: "KV element type: f32, bf16 or f16 (default: the engine's for the model, bf16 for 16-bit weights).") var kvDtype: DType?
+    @Option(help: "KV element type: f32, bf16 or f16 (default: the engine's for the model, f16 for 16-bit and quantized weights).") var kvDtype: DType?
 
     func run() throws {
         var sizes = options.quick ? SuiteSizes.quick : SuiteSizes.full

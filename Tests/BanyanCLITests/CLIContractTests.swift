@@ -150,24 +150,48 @@ func idList(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: ","
         #expect(kernels.hasPrefix("matmul: "), "\(kernels)")
     }
 
-    /// The KV dtype follows --kv-dtype, or defaults to bf16 under --precision fast; bytes per token follow it.
+    /// The KV dtype follows --kv-dtype, or defaults to f16 under --precision fast (bf16 under bf16);
+    /// bytes per token follow it.
     @Test func infoKVDType() throws {
         let halfBytes = 5 * 2 * 4 * 8 * 2  // 16-bit K and V
         for (args, dtype, bytes) in [(["--kv-dtype", "bf16"], "bf16", halfBytes), (["--kv-dtype", "f16"], "f16", halfBytes),
-                                     (["--precision", "fast"], "bf16", halfBytes),
+                                     (["--precision", "fast"], "f16", halfBytes), (["--precision", "bf16"], "bf16", halfBytes),
                                      (["--precision", "fast", "--kv-dtype", "f32"], "f32", 2 * halfBytes)] {
             let out = try BanyanBinary.json("info", args)
             #expect(out["kv_dtype"] as? String == dtype, "\(args)")
             #expect(out["kv_bytes_per_token"] as? Int == bytes, "\(args)")
         }
-        // 16-bit weights default to --precision fast and bf16 K/V (as other engines run them).
+        // 16-bit weights default to --precision fast and f16 K/V (as llama.cpp runs them).
         let bf16Model = try BanyanBinary.json("info", ["--model", "synthetic:tiny"])
         #expect(bf16Model["dtype"] as? String == "bf16")
         #expect(bf16Model["precision"] as? String == "fast")
-        #expect(bf16Model["kv_dtype"] as? String == "bf16")
+        #expect(bf16Model["kv_dtype"] as? String == "f16")
         let f32Model = try BanyanBinary.json("info", ["--model", "synthetic:tiny:f32"])
         #expect(f32Model["precision"] as? String == "exact")
         #expect(f32Model["kv_dtype"] as? String == "f32")
+    }
+
+    /// Quantized weights: `synthetic:NAME:TYPE` and `--quantize` give every matrix that type (a row
+    /// that is not a whole number of blocks falls back as llama.cpp does, or stays float), `fast`
+    /// precision with integer products and f16 K/V by default; `exact` widens them instead.
+    @Test func infoQuantized() throws {
+        let q8 = try BanyanBinary.json("info", ["--model", "synthetic:tiny:q8_0"])
+        #expect(q8["quantization"] as? String == "Q8_0")
+        #expect(q8["precision"] as? String == "fast")
+        #expect(q8["kv_dtype"] as? String == "f16")
+        #expect(q8["integer_products"] as? Bool == true)
+        #expect(q8["tensor_types"] as? [String: Int] == ["Q8_0": 16])   // embedding, 2 × 7 layer matrices, LM head
+        // tiny: embedding and LM head 512×128; per layer q 128×128, k and v 64×128, o 128×128, gate and
+        // up 256×128, down 128×256. Q8_0 stores 34 bytes per 32 weights; norms stay float32.
+        let weights = 2 * 512 * 128 + 2 * (2 * 128 * 128 + 2 * 64 * 128 + 3 * 256 * 128)
+        #expect(q8["weight_bytes"] as? Int == weights / 32 * 34 + (2 * 2 + 1) * 128 * 4)
+        let exact = try BanyanBinary.json("info", ["--model", "synthetic:tiny:q4_k", "--precision", "exact"])
+        #expect(exact["integer_products"] as? Bool == false)
+        #expect(exact["kv_dtype"] as? String == "f32")
+        // stories260k: hidden 64 is not a whole Q4_K block (→ Q5_0), FFN 172 not even a Q5_0 block (stays F32).
+        let stories = try BanyanBinary.json("info", ["--quantize", "q4_k"])
+        #expect(stories["tensor_types"] as? [String: Int] == ["F32": 5, "Q5_0": 31])
+        #expect(try BanyanBinary.run("info", ["--quantize", "q3_k"]).status != 0)
     }
 
     /// generate reports the KV dtype at the top level and its KV bytes follow it: the same greedy run
@@ -188,6 +212,7 @@ func idList(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: ","
         let r = try BanyanBinary.run("info", [])
         #expect(r.status == 0 && !r.crashed, "\(r)")
         let expected = Self.storiesInfo.map { "\($0.key): \($0.value)\n" }.joined() + "kernels: \(kernels)\nthreads: 1\nprecision: exact\nbf16_products: false\n"
+            + "quantization: null\ntensor_types: {\"F32\":36}\ninteger_products: false\n"
         #expect(r.stdout == expected)
         #expect(r.stderr == "")
     }

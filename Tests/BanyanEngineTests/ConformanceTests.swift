@@ -62,13 +62,18 @@ let fastTolerance = 0.15
 /// 0.06 leaves ~2× headroom over the worst measured.
 let bf16KVTolerance = 0.06
 
+/// The same bound for f16 K/V (the default under `fast`): relative rounding ≤ 2⁻¹¹, 4× finer than
+/// bf16, so ≈ 4 · 2⁻¹¹ · 10 ≈ 0.02 by the argument above; the requirement for default-precision
+/// 16-bit models is 2e-2 too.
+let f16KVTolerance = 0.02
+
 /// Precision and KV dtype of one conformance run (nil: the engine's default for the precision).
 struct NumericSetting: Sendable, CustomStringConvertible {
     let precision: Precision
     let kvDType: DType?
     var description: String { "\(precision)" + (kvDType.map { " kv \($0)" } ?? "") }
-    /// exact (f32 KV), fast and bf16 (bf16 KV by default; bf16 forces the bf16 products that fast
-    /// uses only where they are faster), exact with bf16 KV.
+    /// exact (f32 KV), fast (f16 KV by default), bf16 (bf16 KV by default; bf16 forces the bf16
+    /// products that fast uses only where they are faster), exact with bf16 KV.
     static let all = [NumericSetting(precision: .exact, kvDType: nil), NumericSetting(precision: .fast, kvDType: nil),
                       NumericSetting(precision: .bf16, kvDType: nil), NumericSetting(precision: .exact, kvDType: .bf16)]
 }
@@ -81,7 +86,7 @@ struct ConformanceTests {
         let ref = try Reference.load(folder.appendingPathComponent("reference.json"))
         let engine = try makeEngine(folder.path, precision: setting.precision, kvDType: setting.kvDType)
         let products = engine.model.usesBF16Products ? fastTolerance : tolerance(dtype: ref.dtype)
-        let kv = engine.kv.layout.dtype == .f32 ? 0 : bf16KVTolerance
+        let kv = switch engine.kv.layout.dtype { case .f32: 0.0; case .f16: f16KVTolerance; case .bf16: bf16KVTolerance }
         // Under bf16 KV some fixtures' first greedy top-2 margin is inside the tolerance
         // (llama-rope-llama3: 0.026), so their greedy comparison may be empty; the logprob bounds still hold.
         try check(ref, engine: engine, label: "\(name) \(setting) (KV \(engine.kv.layout.dtype))", tolerance: max(products, kv),

@@ -34,6 +34,41 @@ void banyan_matmul_avx2(const float *x, long rows, long k, const void *w, int wt
 void banyan_matmul_fast_bf16(const float *x, long rows, long k, const uint16_t *w,
                              long n0, long n1, float *out, long ldo);
 
+// ---- Quantized weights (quant.c) -------------------------------------------------------------
+
+/// Packed weight formats: P8 holds one int8 per weight (|w| <= 128); P4 one 4-bit unsigned value,
+/// two per byte. Column group g covers output columns 8g..8g+7 (the last zero-padded); within it,
+/// sub-block j is S/4 (P8) or 4 (P4, S = 32) chunks of 32 bytes: [8 columns][4 bytes], byte i of
+/// column c holding element 4t+i (P8) or elements 8t+i (low nibble) and 8t+4+i (high nibble) (P4).
+enum { BANYAN_Q_P8 = 0, BANYAN_Q_P4 = 1 };
+/// Scale formats, per column group: F16: [sub][8] f16 scales (16 bytes each). F16_MIN: [sub]{[8] f16
+/// scales, [8] f32 minimums} (48 bytes each). K (sub-blocks of 32 in 256):
+/// per 256 {[8] f16 d, [8] f16 dmin, [8 sub][8] u8 scale, [8 sub][8] u8 min}: scale d·sc, min −dmin·m.
+/// K6 (sub-blocks of 16 in 256): per 256 {[8] f16 d, [16 sub][8] i8 scale}: scale d·sc.
+enum { BANYAN_QS_F16 = 0, BANYAN_QS_F16_MIN = 1, BANYAN_QS_K = 2, BANYAN_QS_K6 = 3 };
+
+/// A repacked quantized weight matrix [n, k]; value of element = scale_j · w + min_j.
+typedef struct {
+    int format;              // BANYAN_Q_P8 / BANYAN_Q_P4
+    int scale_format;        // BANYAN_QS_*
+    long sub_block;          // 32, or 16 (K6)
+    int int16_sums;          // P8: chunk products summed in int16 before widening (1, 2, 4 or 8)
+    long k, n;               // input features (multiple of 32, of 256 for K/K6), output features
+    const int8_t *weights;   // group g at g · k · 8 (P8) or g · k · 4 (P4) bytes
+    const void *scales;      // group g at g · scale_group_bytes
+    long scale_group_bytes;
+} banyan_qweight;
+
+/// Quantizes rows of x ([rows, ldx] float32, k a multiple of 32) per block of 32: q [rows, k] int8,
+/// d and dsum [rows, k / 32] (d = amax / 127, dsum = d · Σq). Plain C: one definition for all paths.
+void banyan_quantize_rows(const float *x, long rows, long k, long ldx, int8_t *q, float *d, float *dsum);
+/// out[r, 8g + c] for column groups [g0, g1) and every row (see quant.c for the arithmetic; the
+/// AVX2 path gives the portable path's bits).
+void banyan_qmatmul_portable(const banyan_qweight *w, const int8_t *xq, const float *xd, const float *xds,
+                             long rows, long g0, long g1, float *out, long ldo);
+void banyan_qmatmul_avx2(const banyan_qweight *w, const int8_t *xq, const float *xd, const float *xds,
+                         long rows, long g0, long g1, float *out, long ldo);
+
 // ---- Peak probes ----------------------------------------------------------------------------
 
 /// Instruction kinds for `banyan_peak_probe`: float32 FMA (AVX-512, else AVX2) and vdpbf16ps.

@@ -1,0 +1,183 @@
+import CBanyanKernels
+
+/// A quantized weight matrix repacked at load for the integer-product kernels (quant.c): output
+/// columns in groups of 8, each sub-block's weights as int8 (P8) or 4-bit (P4) values interleaved for
+/// 8-lane products, scales beside them. Every element keeps the exact value ggml dequantizes it to
+/// (`scale · w + min`), so `fast` differs from `exact` only by quantizing the activations.
+public final class PackedWeights: @unchecked Sendable {
+    public let type: GGMLType
+    public let rows: Int
+    public let cols: Int
+    /// Bytes of the packed weights and scales (what one product reads).
+    public let byteCount: Int
+    let descriptor: banyan_qweight
+    private let weightBytes: UnsafeMutableRawPointer
+    private let scaleBytes: UnsafeMutableRawPointer
+
+    /// The kernel layout of each ggml type: packed format, scale format, sub-block size, and how many
+    /// chunk products the P8 kernel may sum in int16 (each |Σ| ≤ 2 · max|w| · 127 must stay < 32768).
+    struct Layout {
+        let format: Int32, scales: Int32, subBlock: Int, int16Sums: Int32
+        /// Bytes of scales per column group per sub-block (amortised for the K formats).
+        func scaleGroupBytes(cols k: Int) -> Int {
+            switch scales {
+            case Int32(BANYAN_QS_F16): return k / subBlock * 16
+            case Int32(BANYAN_QS_F16_MIN): return k / subBlock * 48
+            case Int32(BANYAN_QS_K): return k / 256 * 160
+            default: return k / 256 * 144
+            }
+        }
+    }
+
+    static func layout(_ type: GGMLType) -> Layout? {
+        let p8 = Int32(BANYAN_Q_P8), p4 = Int32(BANYAN_Q_P4)
+        switch type {
+        case .q8_0: return Layout(format: p8, scales: Int32(BANYAN_QS_F16), subBlock: 32, int16Sums: 1)      // |w| ≤ 128
+        case .q5_0: return Layout(format: p8, scales: Int32(BANYAN_QS_F16), subBlock: 32, int16Sums: 8)      // |w| ≤ 16
+        case .q5_1: return Layout(format: p8, scales: Int32(BANYAN_QS_F16_MIN), subBlock: 32, int16Sums: 4)  // w ≤ 31
+        case .q5_K: return Layout(format: p8, scales: Int32(BANYAN_QS_K), subBlock: 32, int16Sums: 4)        // w ≤ 31
+        case .q6_K: return Layout(format: p8, scales: Int32(BANYAN_QS_K6), subBlock: 16, int16Sums: 4)       // |w| ≤ 32
+        case .q4_0, .q4_1: return Layout(format: p4, scales: Int32(BANYAN_QS_F16_MIN), subBlock: 32, int16Sums: 8)
+        case .q4_K: return Layout(format: p4, scales: Int32(BANYAN_QS_K), subBlock: 32, int16Sums: 8)
+        case .f32, .f16, .bf16: return nil
+        }
+    }
+
+    /// Repacks `rows` rows of ggml blocks (`rowByteCount` bytes each, `cols` elements) of `type`;
+    /// nil for the float types. Filled by `pool`, one column group per task.
+    public init?(type: GGMLType, rows: Int, cols: Int, blocks: UnsafeRawPointer, rowByteCount: Int, pool: ThreadPool) {
+        guard let l = PackedWeights.layout(type), cols % type.blockSize == 0, cols % 32 == 0 else { return nil }
+        self.type = type; self.rows = rows; self.cols = cols
+        let groups = (rows + 7) / 8
+        let groupWeightBytes = l.format == Int32(BANYAN_Q_P8) ? cols * 8 : cols * 4
+        let groupScaleBytes = l.scaleGroupBytes(cols: cols)
+        weightBytes = .allocate(byteCount: max(1, groups * groupWeightBytes), alignment: 64)
+        scaleBytes = .allocate(byteCount: max(1, groups * groupScaleBytes), alignment: 64)
+        weightBytes.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, groups * groupWeightBytes))
+        scaleBytes.initializeMemory(as: UInt8.self, repeating: 0, count: max(1, groups * groupScaleBytes))
+        byteCount = groups * (groupWeightBytes + groupScaleBytes)
+        descriptor = banyan_qweight(format: l.format, scale_format: l.scales, sub_block: l.subBlock, int16_sums: l.int16Sums,
+                                    k: cols, n: rows, weights: UnsafePointer(weightBytes.assumingMemoryBound(to: Int8.self)),
+                                    scales: UnsafeRawPointer(scaleBytes), scale_group_bytes: groupScaleBytes)
+        let (wb, sb) = (weightBytes, scaleBytes)
+        pool.parallelFor(groups) { g in
+            let w = wb + g * groupWeightBytes, s = sb + g * groupScaleBytes
+            for c in 0..<8 where g * 8 + c < rows {
+                PackedWeights.packRow(type, l, blocks + (g * 8 + c) * rowByteCount, cols: cols, column: c, weights: w, scales: s)
+            }
+        }
+    }
+
+    deinit { weightBytes.deallocate(); scaleBytes.deallocate() }
+
+    /// Writes one row (column `c` of its group): integer values into the interleaved chunks, scales
+    /// into the group's scale block, both read from the ggml block exactly as `Dequantize` reads them.
+    static func packRow(_ type: GGMLType, _ l: Layout, _ src: UnsafeRawPointer, cols: Int, column c: Int,
+                        weights w: UnsafeMutableRawPointer, scales s: UnsafeMutableRawPointer) {
+        let S = l.subBlock
+        let p4 = l.format == Int32(BANYAN_Q_P4)
+        /// Element `e` of the row gets integer value `v`.
+        func put(_ e: Int, _ v: Int) {
+            let j = e / S, i = e % S
+            if p4 {
+                let t = i / 8, u = i % 8
+                let byte = w.advanced(by: j * 128 + t * 32 + c * 4 + u % 4).assumingMemoryBound(to: UInt8.self)
+                byte.pointee |= u < 4 ? UInt8(v) : UInt8(v) << 4
+            } else {
+                w.storeBytes(of: Int8(v), toByteOffset: j * S * 8 + (i / 4) * 32 + c * 4 + i % 4, as: Int8.self)
+            }
+        }
+        func f16Scale(_ j: Int, _ d: UInt16) { s.storeBytes(of: d, toByteOffset: j * (l.scales == Int32(BANYAN_QS_F16) ? 16 : 48) + c * 2, as: UInt16.self) }
+        func minimum(_ j: Int, _ m: Float) { s.storeBytes(of: m, toByteOffset: j * 48 + 16 + c * 4, as: Float.self) }
+        func half(_ p: UnsafeRawPointer, _ o: Int) -> UInt16 { p.loadUnaligned(fromByteOffset: o, as: UInt16.self).littleEndian }
+        func byte(_ p: UnsafeRawPointer, _ o: Int) -> UInt8 { p.load(fromByteOffset: o, as: UInt8.self) }
+
+        for b in 0..<(cols / type.blockSize) {
+            let x = src + b * type.blockByteCount, e0 = b * type.blockSize
+            switch type {
+            case .q8_0:
+                f16Scale(b, half(x, 0))
+                for j in 0..<32 { put(e0 + j, Int(Int8(bitPattern: byte(x, 2 + j)))) }
+            case .q4_0, .q4_1:
+                let d = half(x, 0)
+                f16Scale(b, d)
+                minimum(b, type == .q4_0 ? -8 * f16ToFloat(d) : f16ToFloat(half(x, 2)))
+                let qs = x + (type == .q4_0 ? 2 : 4)
+                for j in 0..<16 { let q = byte(qs, j); put(e0 + j, Int(q & 15)); put(e0 + j + 16, Int(q >> 4)) }
+            case .q5_0, .q5_1:
+                let d = half(x, 0), q1 = type == .q5_1
+                f16Scale(b, d)
+                if q1 { minimum(b, f16ToFloat(half(x, 2))) }
+                let qh = x.loadUnaligned(fromByteOffset: q1 ? 4 : 2, as: UInt32.self).littleEndian, qs = x + (q1 ? 8 : 6)
+                for j in 0..<16 {
+                    let q = byte(qs, j)
+                    let lo = Int(q & 15) | Int((qh >> UInt32(j)) & 1) << 4, hi = Int(q >> 4) | Int((qh >> UInt32(j + 16)) & 1) << 4
+                    put(e0 + j, q1 ? lo : lo - 16); put(e0 + j + 16, q1 ? hi : hi - 16)
+                }
+            case .q4_K, .q5_K:
+                let sb = s + b * 160
+                sb.storeBytes(of: half(x, 0), toByteOffset: c * 2, as: UInt16.self)
+                sb.storeBytes(of: half(x, 2), toByteOffset: 16 + c * 2, as: UInt16.self)
+                let five = type == .q5_K, qh = x + 16, qs = x + (five ? 48 : 16)
+                for sub in 0..<8 {
+                    let (sc, m) = Dequantize.scaleMin(x + 4, sub)
+                    sb.storeBytes(of: sc, toByteOffset: 32 + sub * 8 + c, as: UInt8.self)
+                    sb.storeBytes(of: m, toByteOffset: 96 + sub * 8 + c, as: UInt8.self)
+                    let chunk = qs + (sub / 2) * 32, shift = UInt8((sub % 2) * 4)
+                    for i in 0..<32 {
+                        var q = Int((byte(chunk, i) >> shift) & 15)
+                        if five { q |= Int((byte(qh, i) >> UInt8(sub)) & 1) << 4 }
+                        put(e0 + sub * 32 + i, q)
+                    }
+                }
+            case .q6_K:
+                let sb = s + b * 144
+                sb.storeBytes(of: half(x, 208), toByteOffset: c * 2, as: UInt16.self)
+                for j in 0..<16 { sb.storeBytes(of: byte(x, 192 + j), toByteOffset: 16 + j * 8 + c, as: UInt8.self) }
+                for h in 0..<2 {
+                    for i in 0..<128 {
+                        let low = byte(x, 64 * h + i % 64)
+                        let lo4 = i < 64 ? low & 15 : low >> 4
+                        let hi2 = (byte(x, 128 + 32 * h + i % 32) >> UInt8(2 * (i / 32))) & 3
+                        put(e0 + 128 * h + i, Int(lo4 | (hi2 << 4)) - 32)
+                    }
+                }
+            case .f32, .f16, .bf16:
+                preconditionFailure("float types are not packed")
+            }
+        }
+    }
+}
+
+/// `out[m, n] = Σ_k x[m, k] · W[n, k]` for quantized `W`: each x row quantized per 32 to int8, integer
+/// products per weight sub-block, float32 accumulation in sub-block order (quant.c). Each element's
+/// bits depend only on its own x row and W row (batch invariance), and the AVX2 and portable paths
+/// give the same bits.
+public func quantizedMatmul(_ x: UnsafePointer<Float>, rows: Int, weight: PackedWeights,
+                            out: UnsafeMutablePointer<Float>, pool: ThreadPool, path: KernelPath = KernelDispatch.active) {
+    precondition(KernelDispatch.supports(path), "kernel path \(path) unsupported on this CPU")
+    if rows <= 0 || weight.rows == 0 { return }
+    let k = weight.cols, blocks = k / 32
+    let xq = UnsafeMutablePointer<Int8>.allocate(capacity: rows * k)
+    let xd = UnsafeMutablePointer<Float>.allocate(capacity: rows * blocks)
+    let xs = UnsafeMutablePointer<Float>.allocate(capacity: rows * blocks)
+    defer { xq.deallocate(); xd.deallocate(); xs.deallocate() }
+    let rowChunk = 16
+    pool.parallelFor((rows + rowChunk - 1) / rowChunk) { t in
+        let r0 = t * rowChunk, n = min(rowChunk, rows - r0)
+        banyan_quantize_rows(x + r0 * k, n, k, k, xq + r0 * k, xd + r0 * blocks, xs + r0 * blocks)
+    }
+    let groups = (weight.rows + 7) / 8
+    // Decode wants ~4 tasks per thread; larger batches keep a task's weights within ~256 KiB of L2.
+    var perTask = max(1, (groups + 4 * pool.threadCount - 1) / (4 * pool.threadCount))
+    if rows > 1 { perTask = min(perTask, max(1, (256 << 10) / max(1, weight.byteCount / groups))) }
+    withUnsafePointer(to: weight.descriptor) { w in
+        pool.parallelFor((groups + perTask - 1) / perTask) { task in
+            let g0 = task * perTask, g1 = min(groups, g0 + perTask)
+            switch path {
+            case .avx512bf16, .avx512f, .avx2: banyan_qmatmul_avx2(w, xq, xd, xs, rows, g0, g1, out, weight.rows)
+            case .portable: banyan_qmatmul_portable(w, xq, xd, xs, rows, g0, g1, out, weight.rows)
+            }
+        }
+    }
+}
