@@ -4,7 +4,9 @@
 Both engines run a random-weight model with the exact shape of TinyLlama-1.1B in bf16:
 Banyan its `synthetic:tinyllama-1.1b`, llama.cpp a GGUF this script writes with the `gguf`
 package (same shapes, same dtype, N(0, 0.02) weights; the values differ, which does not change
-the speed of dense kernels). Measured, in this order, each engine alternating:
+the speed of dense kernels). With `--type q8_0|q4_k_m|...` llama.cpp's own quantizer turns that
+file into the type, and both engines load the same quantized GGUF. Measured, in this order,
+each engine alternating:
 
   - batch-1 decode (tokens/s),
   - prefill of 512 tokens (tokens/s),
@@ -22,6 +24,7 @@ pip builds llama.cpp with CMake, about 20 minutes on 2 cores):
     CMAKE_ARGS="-DGGML_NATIVE=ON" /tmp/peer/bin/pip install llama-cpp-python
     swift build -c release
     /tmp/peer/bin/python scripts/llamacpp_peer.py --threads 2 --out /tmp/peer.json
+    /tmp/peer/bin/python scripts/llamacpp_peer.py --threads 2 --type q4_k_m --out /tmp/peer-q4_k_m.json
 
 Prints a table of both engines' numbers and the Banyan/llama.cpp ratios; --out writes them as JSON.
 """
@@ -168,6 +171,23 @@ class LlamaCpp:
         self.L.llama_memory_seq_cp(self.mem, src, dst, -1, -1)
 
 
+# llama.cpp's file types for --type (llama.h: LLAMA_FTYPE_MOSTLY_*).
+FTYPES = {"q8_0": 7, "q4_k_m": 15, "q4_0": 2, "q6_k": 18}
+
+
+def quantize_gguf(src: str, dst: str, ftype: str, threads: int) -> None:
+    """llama.cpp's own quantizer (llama_model_quantize) on the bf16 file: the mixes users download
+    (Q4_K_M keeps attn_v/ffn_down of some layers and the output in Q6_K)."""
+    import llama_cpp as L
+
+    params = L.llama_model_quantize_default_params()
+    params.ftype = FTYPES[ftype]
+    params.nthread = threads
+    rc = L.llama_model_quantize(src.encode(), dst.encode(), ctypes.byref(params))
+    if rc != 0:
+        raise SystemExit(f"llama_model_quantize({src} -> {ftype}) returned {rc}")
+
+
 def tokens(n, seed):
     rng = np.random.default_rng(seed)
     return [int(t) for t in rng.integers(3, SHAPE["vocab"], n)]
@@ -220,12 +240,12 @@ def banyan_json(binary, argv):
 def banyan_measure(args, batches):
     out = {"decode_batch1": [], "prefill512": [], "shared": {b: [] for b in batches}}
     for _ in range(args.repeats):
-        m = banyan_json(args.banyan, ["bench", "model", "--model", "synthetic:tinyllama-1.1b",
+        m = banyan_json(args.banyan, ["bench", "model", "--model", args.banyan_model,
                                       "--threads", str(args.threads), "--repeats", "1"])
         metrics = m["suites"][0]["points"]
         out["decode_batch1"].append(find_metric(metrics, "decode_tokens_per_s"))
         out["prefill512"].append(find_metric(metrics, "prefill_tokens_per_s"))
-        d = banyan_json(args.banyan, ["bench", "decode", "--prefill-once", "--model", "synthetic:tinyllama-1.1b",
+        d = banyan_json(args.banyan, ["bench", "decode", "--prefill-once", "--model", args.banyan_model,
                                       "--prefix", str(args.prefix), "--batch", ",".join(map(str, batches)),
                                       "--gen", str(args.gen),
                                       "--threads", str(args.threads), "--repeats", "1"])
@@ -252,6 +272,9 @@ def main():
     ap.add_argument("--gen", type=int, default=8, help="decode steps per shared-prefix point")
     ap.add_argument("--decode-steps", type=int, default=32, help="batch-1 decode steps")
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--type", default="bf16", choices=["bf16"] + sorted(FTYPES),
+                    help="weights of both engines: bf16 (Banyan: synthetic:tinyllama-1.1b), or the bf16 file quantized "
+                         "by llama.cpp to this type, which both engines then load (the same GGUF)")
     ap.add_argument("--out")
     ap.add_argument("--write-gguf", metavar="SHAPE", choices=sorted(SHAPES),
                     help="only write --gguf with synthetic:SHAPE's shape (bf16, its published context) and exit")
@@ -263,11 +286,19 @@ def main():
     if not os.path.exists(args.gguf):
         print(f"writing {args.gguf} ...", file=sys.stderr)
         write_gguf(args.gguf, context=max(4096, args.prefix + args.gen + 64))
+    args.banyan_model = "synthetic:tinyllama-1.1b"
+    if args.type != "bf16":
+        quantized = args.gguf.replace("-bf16", "").removesuffix(".gguf") + f"-{args.type}.gguf"
+        if not os.path.exists(quantized):
+            print(f"quantizing {args.gguf} to {args.type} ...", file=sys.stderr)
+            quantize_gguf(args.gguf, quantized, args.type, args.threads)
+        args.gguf = args.banyan_model = quantized
     if not os.path.exists(args.banyan):
         raise SystemExit(f"{args.banyan} not found: run `swift build -c release` first")
 
     import llama_cpp
-    results = {"machine": platform.processor() or platform.machine(), "threads": args.threads,
+    results = {"machine": platform.processor() or platform.machine(), "threads": args.threads, "type": args.type,
+               "gguf": args.gguf, "banyan_model": args.banyan_model,
                "llama_cpp_python": llama_cpp.__version__, "prefix": args.prefix, "gen": args.gen}
     print("llama.cpp ...", file=sys.stderr)
     results["llama_cpp"] = llamacpp_measure(args, batches)

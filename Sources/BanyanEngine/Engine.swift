@@ -132,7 +132,7 @@ public final class Engine: @unchecked Sendable {
            let flag = JSONValue.parse(data)?["add_bos_token"]?.boolValue {
             return flag
         }
-        return config.architecture != .qwen2
+        return config.architecture != .qwen2 && config.architecture != .qwen3
     }
 
     // MARK: - Validation

@@ -30,6 +30,7 @@ extension Architecture {
         switch ggufName {
         case "llama": self = .llama
         case "qwen2": self = .qwen2
+        case "qwen3": self = .qwen3
         default: return nil
         }
     }
@@ -45,7 +46,7 @@ extension ModelConfig {
             throw ModelError.config(file: g.path, field: "general.architecture", message: "missing")
         }
         guard let arch = Architecture(ggufName: archName) else {
-            throw ModelError.config(file: g.path, field: "general.architecture", message: "\"\(archName)\" unsupported (llama, qwen2)")
+            throw ModelError.config(file: g.path, field: "general.architecture", message: "\"\(archName)\" unsupported (llama, qwen2, qwen3)")
         }
         let a = archName + "."
         let hidden = try r.requiredInt(a + "embedding_length")
@@ -135,7 +136,8 @@ extension ModelConfig {
                   maxPositionCount: try r.int(a + "context_length") ?? 2048,
                   rmsNormEpsilon: Float(try r.double(a + "attention.layer_norm_rms_epsilon") ?? 1e-5),
                   ropeTheta: try r.double(a + "rope.freq_base") ?? 10000, ropeScaling: scaling,
-                  tieWordEmbeddings: g.tensors["output.weight"] == nil, attentionBias: bias, slidingWindow: nil,
+                  tieWordEmbeddings: g.tensors["output.weight"] == nil, attentionBias: bias,
+                  qkNorm: arch == .qwen3 || g.tensors["blk.0.attn_q_norm.weight"] != nil, slidingWindow: nil,
                   bosTokenID: try r.int("tokenizer.ggml.bos_token_id"), eosTokenIDs: eos)
     }
 }

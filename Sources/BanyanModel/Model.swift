@@ -231,6 +231,10 @@ extension Model {
                     for i in 0..<c.kvDim { b.k[r * c.kvDim + i] += bk[i]; b.v[r * c.kvDim + i] += bv[i] }
                 }
             }
+            if let qn = layer.qNorm, let kn = layer.kNorm {   // Qwen3: RMSNorm over each head, before RoPE
+                qn.withUnsafeBufferPointer { Elementwise.rmsNorm(b.q, weight: $0.baseAddress!, out: b.q, rows: T * H, dim: D, epsilon: c.rmsNormEpsilon) }
+                kn.withUnsafeBufferPointer { Elementwise.rmsNorm(b.k, weight: $0.baseAddress!, out: b.k, rows: T * KVH, dim: D, epsilon: c.rmsNormEpsilon) }
+            }
             for r in 0..<T {
                 let cs = b.cosines + r * half, sn = b.sines + r * half
                 for h in 0..<H { Elementwise.rotateHalf(b.q + (r * H + h) * D, cos: cs, sin: sn, half: half, scale: queryScale) }

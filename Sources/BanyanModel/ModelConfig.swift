@@ -6,6 +6,8 @@ public enum Architecture: String, Sendable, Codable {
     case llama = "LlamaForCausalLM"
     case mistral = "MistralForCausalLM"
     case qwen2 = "Qwen2ForCausalLM"
+    /// Qwen2 without the q/k/v biases (unless `attention_bias`), with RMSNorm on each head's q and k.
+    case qwen3 = "Qwen3ForCausalLM"
 }
 
 /// RoPE frequency scaling, resolved from either config style (`rope_scaling` or `rope_parameters`).
@@ -35,6 +37,8 @@ public struct ModelConfig: Sendable, Equatable {
     public var tieWordEmbeddings: Bool
     /// q/k/v projections carry a bias (Qwen2; Llama's `attention_bias`).
     public var attentionBias: Bool
+    /// Each head's q and k are RMS-normalised (own weights of `headDim`) before RoPE (Qwen3).
+    public var qkNorm: Bool
     /// Mistral-style sliding window; nil when attention is global.
     public var slidingWindow: Int?
     public var bosTokenID: Int?
@@ -43,13 +47,14 @@ public struct ModelConfig: Sendable, Equatable {
     public init(architecture: Architecture, hiddenSize: Int, layerCount: Int, headCount: Int, kvHeadCount: Int,
                 headDim: Int? = nil, intermediateSize: Int, vocabularySize: Int, maxPositionCount: Int,
                 rmsNormEpsilon: Float = 1e-5, ropeTheta: Double = 10000, ropeScaling: RopeScaling = .none,
-                tieWordEmbeddings: Bool = false, attentionBias: Bool = false, slidingWindow: Int? = nil,
+                tieWordEmbeddings: Bool = false, attentionBias: Bool = false, qkNorm: Bool = false, slidingWindow: Int? = nil,
                 bosTokenID: Int? = 1, eosTokenIDs: [Int] = [2]) {
         self.architecture = architecture; self.hiddenSize = hiddenSize; self.layerCount = layerCount
         self.headCount = headCount; self.kvHeadCount = kvHeadCount; self.headDim = headDim ?? hiddenSize / headCount
         self.intermediateSize = intermediateSize; self.vocabularySize = vocabularySize
         self.maxPositionCount = maxPositionCount; self.rmsNormEpsilon = rmsNormEpsilon; self.ropeTheta = ropeTheta
         self.ropeScaling = ropeScaling; self.tieWordEmbeddings = tieWordEmbeddings; self.attentionBias = attentionBias
+        self.qkNorm = qkNorm
         self.slidingWindow = slidingWindow; self.bosTokenID = bosTokenID; self.eosTokenIDs = eosTokenIDs
     }
 
@@ -62,7 +67,7 @@ public struct ModelConfig: Sendable, Equatable {
     public var parameterCount: Int {
         let attn = hiddenSize * qDim + 2 * hiddenSize * kvDim + qDim * hiddenSize + (attentionBias ? qDim + 2 * kvDim : 0)
         let mlp = 3 * hiddenSize * intermediateSize
-        let perLayer = attn + mlp + 2 * hiddenSize
+        let perLayer = attn + mlp + 2 * hiddenSize + (qkNorm ? 2 * headDim : 0)
         let embed = vocabularySize * hiddenSize * (tieWordEmbeddings ? 1 : 2)
         return layerCount * perLayer + embed + hiddenSize
     }
@@ -153,7 +158,7 @@ extension ModelConfig {
         switch arch {
         case .mistral:
             window = try r.int("sliding_window")
-        case .qwen2:
+        case .qwen2, .qwen3:
             if try r.bool("use_sliding_window") == true { window = try r.int("sliding_window") }
         case .llama: break
         }
@@ -165,7 +170,7 @@ extension ModelConfig {
                   maxPositionCount: try r.int("max_position_embeddings") ?? 2048,
                   rmsNormEpsilon: Float(try r.double("rms_norm_eps") ?? 1e-6), ropeTheta: theta, ropeScaling: scaling,
                   tieWordEmbeddings: try r.bool("tie_word_embeddings") ?? false, attentionBias: bias,
-                  slidingWindow: window, bosTokenID: try r.int("bos_token_id"),
+                  qkNorm: arch == .qwen3, slidingWindow: window, bosTokenID: try r.int("bos_token_id"),
                   eosTokenIDs: try r.intList("eos_token_id") ?? [])
     }
 }

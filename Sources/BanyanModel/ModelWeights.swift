@@ -9,6 +9,8 @@ public struct LayerWeights: Sendable {
     public var bq, bk, bv: [Float]?           // [qDim], [kvDim], [kvDim] when attentionBias
     public var mlpNorm: [Float]               // [hidden]
     public var wGate, wUp, wDown: WeightMatrix // [ffn, hidden] ×2, [hidden, ffn]
+    public var qNorm: [Float]? = nil          // [headDim] when qkNorm
+    public var kNorm: [Float]? = nil          // [headDim] when qkNorm
 }
 
 /// All weights of a model, plus whatever owns their memory (mappings or a synthetic buffer).
@@ -25,7 +27,8 @@ public struct ModelWeights: Sendable {
         var n = embedding.byteCount + (lmHead.base == embedding.base ? 0 : lmHead.byteCount)
         for l in layers {
             n += [l.wq, l.wk, l.wv, l.wo, l.wGate, l.wUp, l.wDown].reduce(0) { $0 + $1.byteCount }
-            n += (l.attentionNorm.count + l.mlpNorm.count + (l.bq?.count ?? 0) + (l.bk?.count ?? 0) + (l.bv?.count ?? 0)) * 4
+            n += (l.attentionNorm.count + l.mlpNorm.count + (l.bq?.count ?? 0) + (l.bk?.count ?? 0) + (l.bv?.count ?? 0)
+                  + (l.qNorm?.count ?? 0) + (l.kNorm?.count ?? 0)) * 4
         }
         return n + finalNorm.count * 4
     }
@@ -58,17 +61,18 @@ public struct ModelWeights: Sendable {
 struct TensorNames {
     let embedding, finalNorm, lmHead: String
     let layerPrefix: @Sendable (Int) -> String
-    let attentionNorm, q, k, v, o, mlpNorm, gate, up, down: String
+    let attentionNorm, q, k, v, o, mlpNorm, gate, up, down, qNorm, kNorm: String
 
     static let huggingFace = TensorNames(
         embedding: "model.embed_tokens", finalNorm: "model.norm", lmHead: "lm_head", layerPrefix: { "model.layers.\($0)." },
         attentionNorm: "input_layernorm", q: "self_attn.q_proj", k: "self_attn.k_proj", v: "self_attn.v_proj",
-        o: "self_attn.o_proj", mlpNorm: "post_attention_layernorm", gate: "mlp.gate_proj", up: "mlp.up_proj", down: "mlp.down_proj")
+        o: "self_attn.o_proj", mlpNorm: "post_attention_layernorm", gate: "mlp.gate_proj", up: "mlp.up_proj", down: "mlp.down_proj",
+        qNorm: "self_attn.q_norm", kNorm: "self_attn.k_norm")
     /// llama.cpp's names (src/llama-arch.cpp).
     static let gguf = TensorNames(
         embedding: "token_embd", finalNorm: "output_norm", lmHead: "output", layerPrefix: { "blk.\($0)." },
         attentionNorm: "attn_norm", q: "attn_q", k: "attn_k", v: "attn_v", o: "attn_output", mlpNorm: "ffn_norm",
-        gate: "ffn_gate", up: "ffn_up", down: "ffn_down")
+        gate: "ffn_gate", up: "ffn_up", down: "ffn_down", qNorm: "attn_q_norm", kNorm: "attn_k_norm")
 }
 
 extension ModelWeights {
@@ -137,7 +141,9 @@ extension ModelWeights {
                 mlpNorm: try vector(p + n.mlpNorm + ".weight", h, nil),
                 wGate: try matrix(p + n.gate + ".weight", ffn, h, nil),
                 wUp: try matrix(p + n.up + ".weight", ffn, h, nil),
-                wDown: try matrix(p + n.down + ".weight", h, ffn, nil)))
+                wDown: try matrix(p + n.down + ".weight", h, ffn, nil),
+                qNorm: c.qkNorm ? try vector(p + n.qNorm + ".weight", c.headDim, nil) : nil,
+                kNorm: c.qkNorm ? try vector(p + n.kNorm + ".weight", c.headDim, nil) : nil))
         }
         let finalNorm = try vector(n.finalNorm + ".weight", h, nil)
         let lmHead = c.tieWordEmbeddings ? embedding : try matrix(n.lmHead + ".weight", c.vocabularySize, h, nil)

@@ -57,7 +57,7 @@ extension ModelWeights {
         let layers = layers.map { l in
             LayerWeights(attentionNorm: l.attentionNorm, wq: convert(l.wq), wk: convert(l.wk), wv: convert(l.wv), wo: convert(l.wo),
                          bq: l.bq, bk: l.bk, bv: l.bv, mlpNorm: l.mlpNorm,
-                         wGate: convert(l.wGate), wUp: convert(l.wUp), wDown: convert(l.wDown))
+                         wGate: convert(l.wGate), wUp: convert(l.wUp), wDown: convert(l.wDown), qNorm: l.qNorm, kNorm: l.kNorm)
         }
         return ModelWeights(embedding: embedding, layers: layers, finalNorm: finalNorm,
                             lmHead: tied ? embedding : convert(lmHead), owners: owners)

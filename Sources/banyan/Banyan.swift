@@ -11,7 +11,7 @@ struct Banyan: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "banyan",
         abstract: "Batched LLM inference with exact shared-prefix (Hydragen) attention.",
-        subcommands: [Generate.self, Score.self, Info.self, Tokenize.self, Detokenize.self, Bench.self, Batch.self, Serve.self])
+        subcommands: [Generate.self, Chat.self, Score.self, Info.self, Tokenize.self, Detokenize.self, Bench.self, Batch.self, Serve.self])
 }
 
 extension AttentionMode: ExpressibleByArgument {}

@@ -30,6 +30,27 @@ import BanyanTestSupport
         #expect(text.status == 0 && text.stdout == "hello there\n", "\(text)")
     }
 
+    /// `banyan chat` with the real SmolLM2 file (the README's one command), two scripted turns,
+    /// greedy, with the model's own chat template and default system prompt. `--precision exact`:
+    /// with 8-bit activations (`fast`, llama.cpp's arithmetic) this 135M model answers the first turn
+    /// "L'Étoile, la Marseillaise, …", exactly as llama.cpp does on the same prompt.
+    @Test func chatWithSmolLM2() throws {
+        guard let shared = FixturePaths.shared else {
+            print("skipping chatWithSmolLM2: ../shared absent")
+            return
+        }
+        let file = shared.appendingPathComponent("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf").path
+        let r = try BanyanBinary.run(["chat", "--model", file, "--threads", "2", "--precision", "exact", "--temperature", "0", "--max-tokens", "24",
+                                      "--message", "What is the capital of France?", "--message", "And of Italy?"])
+        #expect(r.status == 0 && !r.crashed, "\(r)")
+        let replies = r.stdout.split(separator: "\n")
+        #expect(replies.first?.contains("Paris") == true, "\(r.stdout)")
+        #expect(r.stdout.contains("Rome"), "\(r.stdout)")
+        // A model without a chat template says so.
+        let none = try BanyanBinary.run("chat", ["--message", "hi"])
+        #expect(none.status != 0 && !none.crashed && none.stderr.contains("chat needs a tokenizer"), "\(none)")
+    }
+
     @Test func notAGGUFFile() throws {
         let folder = try TemporaryFolder()
         let url = folder.url.appendingPathComponent("model.gguf")

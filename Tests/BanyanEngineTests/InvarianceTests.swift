@@ -59,6 +59,23 @@ struct InvarianceTests {
         #expect(many[0].logprobs == one.logprobs)
     }
 
+    /// Integer products against quantized weights (every packed layout: Q8_0, Q4_0, Q5_0 and Q4_K
+    /// here) keep the property: a prompt's samples decode in batches of 6 with the bits of a lone one,
+    /// and scoring a continuation gives the bits of prefilling it in a batch beside others.
+    @Test("integer products on quantized weights are batch-invariant", arguments: ["q8_0", "q4_0", "q5_0", "q4_k"])
+    func quantizedInvariance(_ type: String) throws {
+        let engine = try makeEngine("synthetic:tiny:\(type)", precision: .fast)
+        #expect(engine.model.usesIntegerProducts)
+        let prompt = (0..<70).map { 3 + $0 * 7 % 500 }
+        let one = try engine.generate(request(prompt, n: 1, maxTokens: 10, temperature: 0.9, seed: 2)).completions[0]
+        let many = try engine.generate(request(prompt, n: 6, maxTokens: 10, temperature: 0.9, seed: 2)).completions
+        #expect(many[0].tokens == one.tokens)
+        #expect(many[0].logprobs == one.logprobs)
+        let (alone, _) = try engine.score(prompt: prompt, continuations: [[5, 6, 7]])
+        let (together, _) = try engine.score(prompt: prompt, continuations: [[9, 9], [5, 6, 7], [11]])
+        #expect(alone[0].logprobs == together[1].logprobs)
+    }
+
     @Test("samples beyond the batch size run in waves with identical results")
     func waves() throws {
         let wide = try makeEngine("builtin:stories260k", maxBatch: 256)

@@ -170,7 +170,7 @@ import BanyanTestSupport
                message: "tensor \"token_embd.weight\" appears twice"),
         // Through Model.load: metadata the config needs.
         Broken(description: "unknown architecture", edit: { $0.metadata[0].value = .string("gemma") },
-               message: "general.architecture: \"gemma\" unsupported (llama, qwen2)"),
+               message: "general.architecture: \"gemma\" unsupported (llama, qwen2, qwen3)"),
         Broken(description: "missing key", edit: { $0.metadata.remove(at: 3) }, message: "llama.block_count: missing"),
         Broken(description: "key of the wrong type", edit: { $0.metadata[4].value = .string("16") },
                message: "llama.feed_forward_length: expected an integer, found \"16\""),
