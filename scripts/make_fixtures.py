@@ -54,6 +54,8 @@ from transformers import (
     MistralForCausalLM,
     Qwen2Config,
     Qwen2ForCausalLM,
+    Qwen3Config,
+    Qwen3ForCausalLM,
 )
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -72,6 +74,7 @@ ARCH = {
     "llama": (LlamaConfig, LlamaForCausalLM),
     "mistral": (MistralConfig, MistralForCausalLM),
     "qwen2": (Qwen2Config, Qwen2ForCausalLM),
+    "qwen3": (Qwen3Config, Qwen3ForCausalLM),
 }
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -175,6 +178,16 @@ FIXTURES = [
                     use_sliding_window=False, sliding_window=None,
                     rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
         check_biases=True,
+    ),
+    dict(
+        # per-head RMSNorm on q and k (self_attn.q_norm / k_norm, weights 1 + 0.1 N(0,1)) before RoPE,
+        # no q/k/v/o biases, head_dim 32 != 64 / 4 heads, untied. Intermediate 80 and vocab 96 keep it < 200 KB.
+        name="qwen3-bf16", arch="qwen3", dtype="bfloat16", seed=130, style="classic",
+        config=base(num_attention_heads=4, num_key_value_heads=2, head_dim=32, rms_norm_eps=1e-6,
+                    intermediate_size=80, vocab_size=96, tie_word_embeddings=False, attention_bias=False,
+                    use_sliding_window=False, sliding_window=None,
+                    rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}),
+        check_qk_norm=True,
     ),
     dict(
         # ships a real byte-level BPE tokenizer.json (trained below on TEXT_CORPUS) whose vocab
@@ -390,6 +403,30 @@ def check(cond: bool, msg: str) -> None:
         raise SystemExit(f"CHECK FAILED: {msg}")
 
 
+@torch.no_grad()
+def check_qk_norm(name: str, model, cfg: dict, input_ids: list[int]) -> None:
+    """qwen3: head_dim differs from hidden / heads, no attention biases, every layer has q_norm and
+    k_norm weights of head_dim entries that are not all ones, and they matter: the same model with
+    them set to ones (the norm kept) or with the norms removed gives different logprobs."""
+    hd = cfg["head_dim"]
+    check(hd != cfg["hidden_size"] // cfg["num_attention_heads"], f"{name}: head_dim equals hidden / heads")
+    check(not cfg.get("attention_bias") and not any(n.endswith(".bias") for n, _ in model.named_parameters()),
+          f"{name}: unexpected biases")
+    base_lp = logprobs_of(model, input_ids)
+    ones, none = copy.deepcopy(model), copy.deepcopy(model)
+    for i, layer in enumerate(model.model.layers):
+        for which in ("q_norm", "k_norm"):
+            w = getattr(layer.self_attn, which).weight
+            check(tuple(w.shape) == (hd,), f"{name}: layer {i} {which} shape {tuple(w.shape)}")
+            check((w - 1).abs().max().item() > 0.05, f"{name}: layer {i} {which} is all ones")
+            getattr(ones.model.layers[i].self_attn, which).weight.fill_(1.0)
+            setattr(none.model.layers[i].self_attn, which, torch.nn.Identity())
+    for label, alt, floor in (("weights set to ones", ones, 1e-2), ("removed", none, 1e-1)):
+        d = (logprobs_of(alt, input_ids) - base_lp).abs().max().item()
+        check(d > floor, f"{name}: q/k norms {label} change logprobs by only {d}")
+        print(f"{name}: q/k norms {label}: max |logprob change| {d:.4f}")
+
+
 def make_fixture(fx: dict, models_dir: Path) -> dict:
     name = fx["name"]
     folder = models_dir / name
@@ -452,6 +489,8 @@ def make_fixture(fx: dict, models_dir: Path) -> dict:
         for n, p in model.named_parameters():
             if n.endswith(("q_proj.bias", "k_proj.bias", "v_proj.bias")):
                 check(p.abs().min().item() > 0, f"{name}: zero bias in {n}")
+    if fx.get("check_qk_norm"):
+        check_qk_norm(name, model, cfg, input_ids)
     if cfg.get("tie_word_embeddings"):
         check(model.lm_head.weight.data_ptr() == model.model.embed_tokens.weight.data_ptr(),
               f"{name}: lm_head not tied after reload")

@@ -41,7 +41,8 @@ import gguf
 import numpy as np
 import torch
 from gguf import GGMLQuantizationType as T
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM,
+                          Qwen3Config, Qwen3ForCausalLM)
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_fixtures import LINEAR_STD, check, compute_reference, init_weights, logprobs_of, write_json  # noqa: E402
@@ -71,6 +72,14 @@ FIXTURES = [
     dict(name="llama-q5_0", arch="llama", qtype="Q5_0", seed=206),
     dict(name="llama-q5_1", arch="llama", qtype="Q5_1", seed=207),
     dict(name="qwen2-q8_0", arch="qwen2", qtype="Q8_0", seed=208, tied=True),
+    # Qwen3 as llama.cpp's converter writes it: blk.N.attn_q_norm / attn_k_norm (F32, head_dim entries,
+    # 1 + 0.1 N(0,1)), qwen3.attention.key_length / value_length = head_dim 32 (!= 64 / 4 heads) and no
+    # rope.dimension_count, no biases, no Q/K permutation; eps 1e-6, theta 1e6, tied (like Qwen3-0.6B).
+    # The reference is the Hugging Face model with the GGUF's dequantized weights, saved and loaded back:
+    # transformers' GGUF loader does not read qwen3.attention.key_length (it would take head_dim 128);
+    # it is checked to agree when given head_dim explicitly.
+    dict(name="qwen3-q8_0", arch="qwen3", qtype="Q8_0", seed=224, tied=True, eps=1e-6,
+         shape=dict(hidden=64, layers=2, heads=4, kv_heads=2, head_dim=32, ffn=128, vocab=512)),
     # llama3 RoPE scaling as llama.cpp's converter writes it: a rope_freqs.weight tensor of factors
     # (head_dim 16, theta 5e5, factor 8, low 1, high 4, original 64: all three regimes). The
     # reference is the Hugging Face model with that rope_scaling and the GGUF's dequantized weights,
@@ -184,11 +193,14 @@ def tokenizer_vocab(vocab: int) -> tuple[list[str], list[int], list[str]]:
 def hf_model(fx: dict, shape: dict):
     cfg = dict(hidden_size=shape["hidden"], num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
                num_key_value_heads=shape["kv_heads"], intermediate_size=shape["ffn"], vocab_size=shape["vocab"],
-               max_position_embeddings=256, rms_norm_eps=1e-5, bos_token_id=BOS, eos_token_id=EOS,
+               max_position_embeddings=256, rms_norm_eps=fx.get("eps", 1e-5), bos_token_id=BOS, eos_token_id=EOS,
                tie_word_embeddings=fx.get("tied", False))
     if fx["arch"] == "llama":
         rope = fx.get("rope", {"rope_type": "default", "rope_theta": 10000.0})
         model = LlamaForCausalLM(LlamaConfig(**cfg, rope_parameters=rope))
+    elif fx["arch"] == "qwen3":
+        model = Qwen3ForCausalLM(Qwen3Config(**cfg, head_dim=shape["head_dim"], attention_bias=False,
+                                             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
     else:
         model = Qwen2ForCausalLM(Qwen2Config(**cfg, rope_parameters={"rope_type": "default", "rope_theta": 1000000.0}))
     init_weights(model, fx["seed"])  # scripts/make_fixtures.py's scaled-up init
@@ -216,9 +228,13 @@ def make_model(fx: dict, out_dir: Path) -> dict:
     w.add_feed_forward_length(shape["ffn"])
     w.add_head_count(shape["heads"])
     w.add_head_count_kv(shape["kv_heads"])
-    w.add_rope_dimension_count(shape["hidden"] // shape["heads"])
+    if arch == "qwen3":  # the converter writes head_dim as key/value length, and no rope.dimension_count
+        w.add_key_length(shape["head_dim"])
+        w.add_value_length(shape["head_dim"])
+    else:
+        w.add_rope_dimension_count(shape["hidden"] // shape["heads"])
     w.add_rope_freq_base(fx["rope"]["rope_theta"] if "rope" in fx else 10000.0 if arch == "llama" else 1000000.0)
-    w.add_layer_norm_rms_eps(1e-5)
+    w.add_layer_norm_rms_eps(fx.get("eps", 1e-5))
     w.add_vocab_size(shape["vocab"])
     tokens, types, merges = tokenizer_vocab(shape["vocab"])
     w.add_tokenizer_model("gpt2")
@@ -259,6 +275,9 @@ def make_model(fx: dict, out_dir: Path) -> dict:
         linear(b + "attn_k.weight", p + "self_attn.k_proj.weight", KVH)
         linear(b + "attn_v.weight", p + "self_attn.v_proj.weight")
         linear(b + "attn_output.weight", p + "self_attn.o_proj.weight")
+        if arch == "qwen3":
+            put(b + "attn_q_norm.weight", sd[p + "self_attn.q_norm.weight"], "F32")
+            put(b + "attn_k_norm.weight", sd[p + "self_attn.k_norm.weight"], "F32")
         if arch == "qwen2":
             for s in "qkv":
                 put(b + f"attn_{s}.bias", sd[p + f"self_attn.{s}_proj.bias"], "F32")
@@ -276,7 +295,8 @@ def make_model(fx: dict, out_dir: Path) -> dict:
     w.write_tensors_to_file()
     w.close()
 
-    ref_model = load_gguf(path) if "rope" not in fx else hf_with_gguf_weights(model, path, shape)
+    own_ref = "rope" in fx or arch == "qwen3"  # transformers' GGUF loader misses rope_freqs / key_length
+    ref_model = hf_with_gguf_weights(model, path, shape, permuted=arch == "llama") if own_ref else load_gguf(path)
     check(ref_model.config.model_type == arch, f"{name}: model_type {ref_model.config.model_type}")
     check(ref_model.config.tie_word_embeddings == fx.get("tied", False), f"{name}: tie_word_embeddings")
     rng_ids = np.random.RandomState(fx["seed"])
@@ -287,6 +307,8 @@ def make_model(fx: dict, out_dir: Path) -> dict:
         d = (logprobs_of(plain, input_ids) - logprobs_of(ref_model, input_ids)).abs().max().item()
         check(d > 1e-3, f"{name}: rope_freqs.weight has no effect ({d})")
         print(f"{name}: factors move logprobs by up to {d:.4f}")
+    if arch == "qwen3":
+        check_qwen3_gguf(name, path, shape, ref_model, input_ids)
     check(min(ref["greedy"]["margins"]) > MIN_GREEDY_MARGIN,
           f"{name}: greedy top-2 margin {min(ref['greedy']['margins'])} too small; pick another seed")
     out = {"model_type": arch, "dtype": "float32", "gguf_types": gguf_types(path), **ref}
@@ -314,12 +336,14 @@ def llama3_rope_factors(rope: dict, head_dim: int) -> np.ndarray:
     return np.array(out, dtype=np.float32)
 
 
-def hf_with_gguf_weights(model, path: Path, shape: dict):
-    """`model` (its config) with the GGUF's weights dequantized and unpermuted, saved and loaded back."""
+def hf_with_gguf_weights(model, path: Path, shape: dict, permuted: bool = True):
+    """`model` (its config) with the GGUF's weights dequantized (and Q/K unpermuted when `permuted`:
+    llama files), saved and loaded back."""
     names = {"token_embd": "model.embed_tokens", "output_norm": "model.norm", "output": "lm_head"}
     per_layer = {"attn_norm": "input_layernorm", "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
                  "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj", "ffn_norm": "post_attention_layernorm",
-                 "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+                 "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
+                 "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}
     sd = {}
     for t in gguf.GGUFReader(str(path)).tensors:
         if t.name == "rope_freqs.weight":
@@ -329,7 +353,7 @@ def hf_with_gguf_weights(model, path: Path, shape: dict):
         if stem.startswith("blk."):
             _, i, role = stem.split(".", 2)
             hf = f"model.layers.{i}.{per_layer[role]}"
-            if role in ("attn_q", "attn_k"):  # invert permute(): swap the axes back
+            if permuted and role in ("attn_q", "attn_k"):  # invert permute(): swap the axes back
                 n_head = shape["heads"] if role == "attn_q" else shape["kv_heads"]
                 x = x.reshape(n_head, x.shape[0] // n_head // 2, 2, *x.shape[1:]).swapaxes(1, 2).reshape(x.shape)
         else:
@@ -340,6 +364,33 @@ def hf_with_gguf_weights(model, path: Path, shape: dict):
     with tempfile.TemporaryDirectory() as d:
         model.save_pretrained(d)
         return AutoModelForCausalLM.from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+
+
+@torch.no_grad()
+def check_qwen3_gguf(name: str, path: Path, shape: dict, ref_model, input_ids: list[int]) -> None:
+    """The file has per-layer q/k norms of head_dim entries that are not all ones and matter (the
+    reference with them set to ones moves by > 1e-2), and transformers' own GGUF loader, given the
+    head_dim it does not read from the file, computes the same logprobs as the reference."""
+    tensors = {t.name: t for t in gguf.GGUFReader(str(path)).tensors}
+    for i in range(shape["layers"]):
+        for role in ("attn_q_norm", "attn_k_norm"):
+            t = tensors[f"blk.{i}.{role}.weight"]
+            check([int(n) for n in t.shape] == [shape["head_dim"]] and t.tensor_type == T.F32, f"{name}: {t.name}")
+            check(np.abs(np.asarray(t.data) - 1).max() > 0.05, f"{name}: {t.name} is all ones")
+    check(not any(n.endswith(".bias") for n in tensors), f"{name}: unexpected biases")
+    lp = logprobs_of(ref_model, input_ids)
+    ones = copy.deepcopy(ref_model)
+    for layer in ones.model.layers:
+        layer.self_attn.q_norm.weight.fill_(1.0)
+        layer.self_attn.k_norm.weight.fill_(1.0)
+    d = (logprobs_of(ones, input_ids) - lp).abs().max().item()
+    check(d > 1e-2, f"{name}: q/k norm weights barely matter ({d})")
+    print(f"{name}: q/k norm weights set to ones move logprobs by up to {d:.4f}")
+    loader = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, dtype=torch.float32,
+                                                  attn_implementation="eager", head_dim=shape["head_dim"]).eval()
+    d = (logprobs_of(loader, input_ids) - lp).abs().max().item()
+    check(d < 1e-5, f"{name}: transformers' GGUF loader (head_dim given) differs from the reference by {d}")
+    print(f"{name}: transformers' GGUF loader with head_dim={shape['head_dim']} agrees to {d:.1e}")
 
 
 def gguf_types(path: Path) -> dict:

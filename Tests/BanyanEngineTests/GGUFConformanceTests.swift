@@ -27,7 +27,7 @@ struct GGUFConformanceTests {
     }
 
     @Test func fixturesPresent() {
-        #expect(ggufFixtureNames.count == 10)
+        #expect(ggufFixtureNames.count == 11)
     }
 }
 
