@@ -39,9 +39,54 @@ public struct BatchJob {
         writer = RecordWriter(modelName: engine.model.name, tokenizer: engine.tokenizer)
     }
 
-    public func run(input: URL, output: URL, progress: BatchProgress? = nil) throws -> BatchJobSummary {
-        let start = DispatchTime.now()
+    /// One input line after parsing, in file order; every shard process sees the same list.
+    enum Entry {
+        case failure(line: Int, customID: String?, BatchError)
+        /// A valid line whose custom_id an earlier line already uses.
+        case duplicate(BatchItem)
+        case item(BatchItem)
+
+        var line: Int {
+            switch self {
+            case .failure(let line, _, _): line
+            case .duplicate(let item), .item(let item): item.line
+            }
+        }
+    }
+
+    /// Parses every non-blank line of `input`.
+    func entries(_ input: URL) throws -> [Entry] {
         guard let data = FileManager.default.contents(atPath: input.path) else { throw BatchError.job("cannot read \(input.path)") }
+        var entries: [Entry] = []
+        var ids = Set<String>()
+        var lineNumber = 0
+        for raw in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
+            lineNumber += 1
+            var text = Substring(String(decoding: raw, as: UTF8.self))
+            if text.hasSuffix("\r") { text = text.dropLast() }
+            if text.allSatisfy(\.isWhitespace) { continue }
+            switch parser.parse(text, line: lineNumber) {
+            case .failure(let line, let id, let error):
+                entries.append(.failure(line: line, customID: id, error))
+                if let id { ids.insert(id) }
+            case .item(let item):
+                entries.append(ids.contains(item.customID) ? .duplicate(item) : .item(item))
+                ids.insert(item.customID)
+            }
+        }
+        return entries
+    }
+
+    /// The partition of `input` into `shards` (see `ShardPlan`): the same in every process.
+    public func plan(input: URL, shards: Int) throws -> ShardPlan {
+        ShardPlan(entries: try entries(input), shards: shards)
+    }
+
+    /// Runs the job, or only shard `shard.index` of `shard.count` (its own output file; resumable).
+    public func run(input: URL, output: URL, shard: (index: Int, count: Int)? = nil, progress: BatchProgress? = nil) throws -> BatchJobSummary {
+        let start = DispatchTime.now()
+        let all = try entries(input)
+        let plan = shard.map { ShardPlan(entries: all, shards: $0.count) }
         let done = try OutputFile.resume(output)
         let file = try OutputFile(output)
         var summary = BatchJobSummary()
@@ -49,27 +94,26 @@ public struct BatchJob {
         // Lines: records for bad ones now; valid ones not yet answered go to the engine.
         var items: [BatchItem] = []
         var seen = Set<String>()
-        var lineNumber = 0
-        for raw in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-            lineNumber += 1
-            var text = Substring(String(decoding: raw, as: UTF8.self))
-            if text.hasSuffix("\r") { text = text.dropLast() }
-            if text.allSatisfy(\.isWhitespace) { continue }
+        for entry in all {
+            if let plan, let shard, plan.shard(ofLine: entry.line) != shard.index {
+                // Another shard's line: only its custom_id matters here (for the resume rule below).
+                if case .failure(_, let id?, _) = entry { seen.insert(id) }
+                if case .item(let item) = entry { seen.insert(item.customID) }
+                continue
+            }
             summary.lineCount += 1
-            if done.errorLines.contains(lineNumber) { summary.skipped += 1; continue }
-            switch parser.parse(text, line: lineNumber) {
+            if done.errorLines.contains(entry.line) { summary.skipped += 1; continue }
+            switch entry {
             case .failure(let line, let id, let error):
                 if let id, done.customIDs.contains(id), !seen.contains(id) { seen.insert(id); summary.skipped += 1; continue }
                 if let id { seen.insert(id) }
                 try file.append(writer.failure(line: line, customID: id, code: error.code, message: error.description))
                 summary.failed += 1
+            case .duplicate(let item):
+                try file.append(writer.failure(line: item.line, customID: item.customID, code: "duplicate_custom_id",
+                                               message: "custom_id \"\(item.customID)\" is already used by an earlier line"))
+                summary.failed += 1
             case .item(let item):
-                if seen.contains(item.customID) {
-                    try file.append(writer.failure(line: item.line, customID: item.customID, code: "duplicate_custom_id",
-                                                   message: "custom_id \"\(item.customID)\" is already used by an earlier line"))
-                    summary.failed += 1
-                    continue
-                }
                 seen.insert(item.customID)
                 if done.customIDs.contains(item.customID) { summary.skipped += 1; continue }
                 items.append(item)

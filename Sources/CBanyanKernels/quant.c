@@ -226,7 +226,14 @@ T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, co
             // `pairs` of them are summed in int16 where the format's range allows (see packing).
             const __m256i *ws = (const __m256i *)(wg + j * S * 8);
             const int chunks = (int)(S / 4);
-            for (int t0 = 0; t0 < chunks; t0 += pairs) {
+            if (pairs == 1) {  // Q8_0: every pair sum widened at once (no int16 accumulator to add into)
+                for (int t = 0; t < chunks; t++) {
+                    __m256i v = _mm256_loadu_si256(ws + t), a = _mm256_abs_epi8(v);
+                    for (int m = 0; m < MR; m++)
+                        isum[m] = _mm256_add_epi32(isum[m], _mm256_madd_epi16(
+                            _mm256_maddubs_epi16(a, _mm256_sign_epi8(bcast4(xs[m] + t * 4), v)), ones));
+                }
+            } else for (int t0 = 0; t0 < chunks; t0 += pairs) {
                 __m256i s16[4];
                 for (int m = 0; m < MR; m++) s16[m] = _mm256_setzero_si256();
                 for (int t = t0; t < t0 + pairs; t++) {

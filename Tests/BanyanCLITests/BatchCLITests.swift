@@ -31,8 +31,73 @@ func choicesByID(_ lines: [String]) throws -> [String: String] {
     return out
 }
 
+/// Lines over a few shared documents (a 40-token prefix each) plus loners, a bad line and a
+/// duplicate custom_id: what sharding must keep exact.
+func shardedWorkload() -> String {
+    var rng = SeededRNG(seed: 23)
+    var lines: [String] = []
+    let documents = (0..<4).map { _ in [1] + (0..<40).map { _ in Int(rng.next() % 500) + 3 } }
+    for i in 0..<30 {
+        let prompt = i % 5 == 4 ? [1] + (0..<8).map { _ in Int(rng.next() % 500) + 3 }
+            : documents[i % 4] + (0..<(3 + i % 4)).map { _ in Int(rng.next() % 500) + 3 }
+        lines.append("{\"custom_id\":\"q-\(i)\",\"method\":\"POST\",\"url\":\"/v1/completions\",\"body\":{\"prompt\":\(prompt),"
+                     + "\"max_tokens\":\(6 + i % 5),\"temperature\":0.8,\"n\":\(1 + i % 2),\"ignore_eos\":true}}")
+        if i == 10 { lines.append("{not json") }
+        if i == 20 { lines.append(lines[3]) }   // q-3 again: a duplicate_custom_id record
+    }
+    return lines.joined(separator: "\n") + "\n"
+}
+
 @Suite("banyan batch")
 struct BatchCLITests {
+    /// `--shard K/N` runs + `batch merge` give, per custom_id, exactly the unsharded run's records
+    /// (sampled with seeds derived from custom_id; outputs do not depend on what runs beside them),
+    /// in input order; `batch plan --json` reports the partition; merge refuses incomplete shards.
+    @Test func shardAndMerge() throws {
+        let dir = try TemporaryFolder()
+        let input = dir.url.appendingPathComponent("in.jsonl")
+        try shardedWorkload().write(to: input, atomically: true, encoding: .utf8)
+        let whole = dir.url.appendingPathComponent("whole.jsonl")
+        let run = try BanyanBinary.run(["batch", "--threads", "1", "--quiet", "--input", input.path, "--output", whole.path])
+        #expect(run.status == 0, "\(run)")
+        let planRun = try BanyanBinary.run(["batch", "plan", "--threads", "1", "--input", input.path, "--shards", "3", "--json"])
+        #expect(planRun.status == 0, "\(planRun)")
+        let plan = try #require(try JSONSerialization.jsonObject(with: Data(planRun.stdout.utf8)) as? [String: Any])
+        #expect(plan["shards"] as? Int == 3 && plan["requests"] as? Int == 30)
+        let perShard = try #require(plan["per_shard"] as? [[String: Any]])
+        #expect(perShard.count == 3 && perShard.reduce(0) { $0 + ($1["requests"] as? Int ?? 0) } == 30)
+        #expect((plan["imbalance"] as? Double ?? 9) < 1.6)
+        var outputs: [String] = []
+        for k in 0..<3 {
+            let out = dir.url.appendingPathComponent("shard-\(k).jsonl").path
+            let r = try BanyanBinary.run(["batch", "--threads", "1", "--quiet", "--shard", "\(k)/3", "--input", input.path, "--output", out])
+            #expect(r.status == 0, "\(r)")
+            outputs.append(out)
+        }
+        // Merging two shards of three is refused and names what is missing.
+        let partial = try BanyanBinary.run(["batch", "merge", "--input", input.path, "--output", dir.url.appendingPathComponent("p.jsonl").path,
+                                            outputs[0], outputs[1]])
+        #expect(partial.status != 0 && !partial.crashed && partial.stderr.contains("input lines have no record"), "\(partial)")
+        let twice = try BanyanBinary.run(["batch", "merge", "--input", input.path, "--output", dir.url.appendingPathComponent("t.jsonl").path,
+                                          outputs[0], outputs[1], outputs[2], outputs[2]])
+        #expect(twice.status != 0 && twice.stderr.contains("is answered twice"), "\(twice)")
+        let merged = dir.url.appendingPathComponent("merged.jsonl")
+        let m = try BanyanBinary.run(["batch", "merge", "--input", input.path, "--output", merged.path] + outputs)
+        #expect(m.status == 0, "\(m)")
+        let mergedLines = recordLines(merged), wholeLines = recordLines(whole)
+        #expect(mergedLines.count == 32)   // 30 requests, the bad line, the duplicate
+        func valid(_ lines: [String]) -> [String] { lines.filter { !$0.contains("\"error\":{") } }
+        #expect(try choicesByID(valid(mergedLines)) == (try choicesByID(valid(wholeLines))))
+        // In input order: the custom_ids of the merged records follow the file.
+        let ids = valid(mergedLines).compactMap { l in (try? JSONSerialization.jsonObject(with: Data(l.utf8)) as? [String: Any])?["custom_id"] as? String }
+        #expect(ids == (0..<30).map { "q-\($0)" })
+        #expect(mergedLines.filter { $0.contains("\"code\":\"invalid_json\"") }.count == 1)
+        #expect(mergedLines.filter { $0.contains("\"code\":\"duplicate_custom_id\"") }.count == 1)
+        // A bad --shard is a usage error.
+        let bad = try BanyanBinary.run(["batch", "--shard", "3/3", "--input", input.path, "--output", whole.path])
+        #expect(bad.status != 0 && !bad.crashed && bad.stderr.contains("--shard"), "\(bad)")
+    }
+
     @Test("a job killed with SIGKILL and re-run loses nothing finished and equals an uninterrupted run")
     func resumeAfterKill() throws {
         let binary = try #require(BanyanBinary.url, "build banyan first")
