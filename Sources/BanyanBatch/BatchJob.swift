@@ -82,6 +82,11 @@ public struct BatchJob {
         ShardPlan(entries: try entries(input), shards: shards)
     }
 
+    /// The partition units of `input` (valid lines in file order), for comparing assignments.
+    public func planUnits(input: URL) throws -> [ShardPlan.Unit] {
+        ShardPlan.units(try entries(input))
+    }
+
     /// Runs the job, or only shard `shard.index` of `shard.count` (its own output file; resumable).
     public func run(input: URL, output: URL, shard: (index: Int, count: Int)? = nil, progress: BatchProgress? = nil) throws -> BatchJobSummary {
         let start = DispatchTime.now()

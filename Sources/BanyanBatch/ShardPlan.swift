@@ -6,7 +6,7 @@
 /// **prefix group**, kept on one shard so its shared prefix is prefilled once. A group's estimated
 /// cost is the prefill tokens of its unique trie nodes plus its decode tokens. Groups go, largest
 /// first, to the least-loaded shard (ties: earliest first line, lowest shard); a group costing more
-/// than the total ÷ N is first split into ⌈cost ÷ (total ÷ N)⌉ contiguous parts of about equal cost, each recomputing
+/// than the total ÷ N is first split into about cost ÷ (total ÷ N) contiguous parts of equal cost, each recomputing
 /// the prefix it shares with the part before it (BatchLLM's global prefix grouping, balanced).
 public struct ShardPlan: Sendable {
     /// One input line as the partition sees it: its prompts' tokens and the tokens it may decode.
@@ -86,72 +86,125 @@ public struct ShardPlan: Sendable {
         if !sorted.isEmpty { runs.append(start..<sorted.count) }
         groupCount = runs.count
 
-        // Split a run costing more than the target into k = ⌈cost / target⌉ contiguous parts of about
-        // equal cost (cuts where the run's cumulative cost is nearest c·b/k); each part after the
-        // first recomputes the prefix it shares with the part before it.
-        var pieces: [(range: Range<Int>, cost: Int)] = []
-        var splits = 0, recomputed = 0
-        for run in runs {
-            var cumulative: [Int] = []   // cost through each unit of the run, sharing as unsplit
-            var runCost = 0
-            for i in run { runCost += cost(i, sharing: i != run.lowerBound); cumulative.append(runCost) }
-            let k = min(run.count, (runCost + target - 1) / target)
-            if k <= 1 { pieces.append((run, runCost)); continue }
-            splits += 1
-            var cuts: [Int] = []   // first unit of each part after the first
-            for b in 1..<k {
-                let want = Double(runCost) * Double(b) / Double(k)
-                let earliest = (cuts.last ?? run.lowerBound) + 1, latest = run.upperBound - (k - b)
-                guard earliest <= latest else { continue }
-                // The cut falls before unit `c`: the cost through unit c - 1 should be nearest `want`.
-                let best = (earliest...latest).min { a, b in
-                    abs(Double(cumulative[a - 1 - run.lowerBound]) - want) < abs(Double(cumulative[b - 1 - run.lowerBound]) - want)
-                }!
-                cuts.append(best)
+        // Split a run costing more than the target into k contiguous parts of about equal cost, each
+        // part after the first recomputing the prefix it shares with the part before it. k = ⌈cost / target⌉ keeps every part within the
+        // target; k = round(cost / target) keeps parts nearest it: both are planned, and the one with
+        // the smaller largest shard kept (then fewer recomputed tokens), which is still deterministic.
+        let runCosts = runs.map { run in run.reduce(0) { $0 + cost($1, sharing: $1 != run.lowerBound) } }
+        func assign(parts: (_ run: Int) -> Int) -> (shards: [Shard], of: [Int: Int], splits: Int, recomputed: Int) {
+            var pieces: [(range: Range<Int>, cost: Int)] = []
+            var splits = 0, recomputed = 0
+            for (r, run) in runs.enumerated() {
+                var cumulative: [Int] = []   // cost through each unit of the run, sharing as unsplit
+                var runCost = 0
+                for i in run { runCost += cost(i, sharing: i != run.lowerBound); cumulative.append(runCost) }
+                let k = runCost > target ? min(run.count, max(1, parts(r))) : 1
+                if k <= 1 { pieces.append((run, runCost)); continue }
+                splits += 1
+                // Every part after the first also prefills the run's common prefix again: equal parts
+                // cost T = (cost + (k - 1)·prefix) / k, so the b-th cut falls where the run's own
+                // cumulative cost reaches b·T - (b - 1)·prefix.
+                let prefix = Double(lcp[(run.lowerBound + 1)..<run.upperBound].min() ?? 0)
+                let part = (Double(runCost) + Double(k - 1) * prefix) / Double(k)
+                var cuts: [Int] = []   // first unit of each part after the first
+                for b in 1..<k {
+                    let want = Double(b) * part - Double(b - 1) * prefix
+                    let earliest = (cuts.last ?? run.lowerBound) + 1, latest = run.upperBound - (k - b)
+                    guard earliest <= latest else { continue }
+                    // The cut falls before unit `c`: the cost through unit c - 1 should be nearest `want`.
+                    let best = (earliest...latest).min { a, b in
+                        abs(Double(cumulative[a - 1 - run.lowerBound]) - want) < abs(Double(cumulative[b - 1 - run.lowerBound]) - want)
+                    }!
+                    cuts.append(best)
+                }
+                let bounds = [run.lowerBound] + cuts + [run.upperBound]
+                for (lo, hi) in zip(bounds, bounds.dropFirst()) {
+                    var c = 0
+                    for i in lo..<hi { c += cost(i, sharing: i != lo) }
+                    pieces.append((lo..<hi, c))
+                    if lo != run.lowerBound { recomputed += lcp[lo] }
+                }
             }
-            let bounds = [run.lowerBound] + cuts + [run.upperBound]
-            for (lo, hi) in zip(bounds, bounds.dropFirst()) {
-                var c = 0
-                for i in lo..<hi { c += cost(i, sharing: i != lo) }
-                pieces.append((lo..<hi, c))
-                if lo != run.lowerBound { recomputed += lcp[lo] }
-            }
-        }
-        splitGroupCount = splits
-        recomputedPrefixTokens = recomputed
 
-        // Largest first to the least-loaded shard.
-        let order = pieces.indices.sorted { a, b in
-            pieces[a].cost != pieces[b].cost ? pieces[a].cost > pieces[b].cost
-                : sorted[pieces[a].range.lowerBound].line < sorted[pieces[b].range.lowerBound].line
-        }
-        var result = (0..<n).map { Shard(index: $0) }
-        var of: [Int: Int] = [:]
-        for p in order {
-            let s = result.indices.min { result[$0].cost != result[$1].cost ? result[$0].cost < result[$1].cost : $0 < $1 }!
-            result[s].cost += pieces[p].cost
-            result[s].groups += 1
-            for i in pieces[p].range {
-                result[s].lines.append(sorted[i].line)
-                of[sorted[i].line] = s
-                if i != pieces[p].range.lowerBound { result[s].sharedPrefixTokens += lcp[i] }
+            // Largest first to the least-loaded shard.
+            let order = pieces.indices.sorted { a, b in
+                pieces[a].cost != pieces[b].cost ? pieces[a].cost > pieces[b].cost
+                    : sorted[pieces[a].range.lowerBound].line < sorted[pieces[b].range.lowerBound].line
             }
+            var result = (0..<n).map { Shard(index: $0) }
+            var of: [Int: Int] = [:]
+            for p in order {
+                let s = result.indices.min { result[$0].cost != result[$1].cost ? result[$0].cost < result[$1].cost : $0 < $1 }!
+                result[s].cost += pieces[p].cost
+                result[s].groups += 1
+                for i in pieces[p].range {
+                    result[s].lines.append(sorted[i].line)
+                    of[sorted[i].line] = s
+                    if i != pieces[p].range.lowerBound { result[s].sharedPrefixTokens += lcp[i] }
+                }
+            }
+            for s in result.indices { result[s].lines.sort() }
+            return (result, of, splits, recomputed)
         }
-        for s in result.indices { result[s].lines.sort() }
-        shards = result
-        shardOfLine = of
+        // Apportioned: a run's quota is cost·N/total shards; big runs get ⌊quota⌋ parts, and the shards
+        // left after the small runs' share go one each to the largest remainders (Hamilton's method),
+        // so the parts fill N shards about exactly.
+        let quotas = runCosts.map { Double($0) * Double(n) / Double(max(1, total)) }
+        var apportioned = runCosts.indices.map { runCosts[$0] > target ? max(1, Int(quotas[$0])) : 1 }
+        let small = runCosts.indices.filter { runCosts[$0] <= target }.reduce(0.0) { $0 + quotas[$1] }
+        var left = n - Int(small.rounded()) - runCosts.indices.filter { runCosts[$0] > target }.reduce(0) { $0 + apportioned[$1] }
+        for r in runCosts.indices.filter({ runCosts[$0] > target })
+            .sorted(by: { (quotas[$0] - Double(apportioned[$0]), -$0) > (quotas[$1] - Double(apportioned[$1]), -$1) }) where left > 0 {
+            apportioned[r] += 1; left -= 1
+        }
+        let candidates = [
+            assign { (runCosts[$0] + target - 1) / target },                     // every part within the target
+            assign { Int((Double(runCosts[$0]) / Double(target)).rounded()) },   // parts nearest the target
+            assign { apportioned[$0] },
+        ]
+        func key(_ a: (shards: [Shard], of: [Int: Int], splits: Int, recomputed: Int)) -> (Int, Int) {
+            (a.shards.map(\.cost).max() ?? 0, a.recomputed)
+        }
+        let best = candidates.min { key($0) < key($1) }!
+        shards = best.shards
+        shardOfLine = best.of
+        splitGroupCount = best.splits
+        recomputedPrefixTokens = best.recomputed
     }
 }
 
 extension ShardPlan {
-    /// The plan of a parsed input: one unit per valid line (its prompts' tokens, and max_tokens × n
-    /// decode tokens per prompt); error and duplicate lines are spread by line number.
-    init(entries: [BatchJob.Entry], shards: Int) {
-        let units: [Unit] = entries.compactMap {
+    /// What another assignment of the same units costs (`shardOf` maps a line to its shard): each
+    /// shard shares prefixes only among its own requests. For comparing with naive sharding.
+    public struct Evaluation: Sendable {
+        public var costs: [Int]
+        /// Prompt tokens prefilled beyond the unsharded job's (prefixes computed on several shards).
+        public var recomputedPrefixTokens: Int
+        public var imbalance: Double {
+            let mean = Double(costs.reduce(0, +)) / Double(max(1, costs.count))
+            return mean > 0 ? Double(costs.max() ?? 0) / mean : 1
+        }
+    }
+
+    public static func evaluate(units: [Unit], shards n: Int, shardOf: (Int) -> Int) -> Evaluation {
+        var perShard = [[Unit]](repeating: [], count: n)
+        for u in units { perShard[shardOf(u.line)].append(u) }
+        let costs = perShard.map { ShardPlan(units: $0, shards: 1).totalCost }
+        return Evaluation(costs: costs, recomputedPrefixTokens: costs.reduce(0, +) - ShardPlan(units: units, shards: 1).totalCost)
+    }
+
+    /// The units of a parsed input (valid, non-duplicate lines), in file order.
+    static func units(_ entries: [BatchJob.Entry]) -> [Unit] {
+        entries.compactMap {
             guard case .item(let item) = $0 else { return nil }
             return Unit(line: item.line, prompts: item.body.requests.map(\.prompt),
                         decodeTokens: item.body.requests.reduce(0) { $0 + $1.maxTokens * $1.n })
         }
-        self.init(units: units, shards: shards)
+    }
+
+    /// The plan of a parsed input: one unit per valid line (its prompts' tokens, and max_tokens × n
+    /// decode tokens per prompt); error and duplicate lines are spread by line number.
+    init(entries: [BatchJob.Entry], shards: Int) {
+        self.init(units: ShardPlan.units(entries), shards: shards)
     }
 }

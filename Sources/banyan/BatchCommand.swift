@@ -93,6 +93,7 @@ struct BatchPlan: ParsableCommand {
     @OptionGroup var options: ModelOptions
     @Option(help: "Input .jsonl.") var input: String
     @Option(help: "Number of shards N.") var shards: Int
+    @Flag(help: "Also evaluate round-robin (file order) and random sharding of the same input.") var compare = false
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
@@ -103,6 +104,15 @@ struct BatchPlan: ParsableCommand {
         guard FileManager.default.isReadableFile(atPath: input) else { throw CLIError("--input \(input): no such readable file") }
         let job = try BatchJob(engine: try options.makeEngine())
         let plan = try job.plan(input: URL(fileURLWithPath: input), shards: shards)
+        var comparisons: [(String, ShardPlan.Evaluation)] = []
+        if compare {
+            let units = try job.planUnits(input: URL(fileURLWithPath: input))
+            let order = Dictionary(uniqueKeysWithValues: units.enumerated().map { ($1.line, $0) })
+            var rng = SplitMix(seed: 0x5EED)
+            let shuffled = Dictionary(uniqueKeysWithValues: units.map { ($0.line, Int(rng.next() % UInt64(shards))) })
+            comparisons = [("round_robin", ShardPlan.evaluate(units: units, shards: shards) { order[$0]! % shards }),
+                           ("random", ShardPlan.evaluate(units: units, shards: shards) { shuffled[$0]! })]
+        }
         let perShard: [JSON] = plan.shards.map { s in
             .object([("shard", .int(s.index)), ("requests", .int(s.lines.count)), ("cost", .int(s.cost)),
                      ("shared_prefix_tokens", .int(s.sharedPrefixTokens)), ("groups", .int(s.groups))])
@@ -112,13 +122,18 @@ struct BatchPlan: ParsableCommand {
             ("total_cost", .int(plan.totalCost)), ("groups", .int(plan.groupCount)), ("split_groups", .int(plan.splitGroupCount)),
             ("recomputed_prefix_tokens", .int(plan.recomputedPrefixTokens)), ("imbalance", .double(plan.imbalance)),
             ("per_shard", .array(perShard)),
-        ]
+        ] + (compare ? [("compare", .object(comparisons.map { name, e in
+            (name, .object([("imbalance", .double(e.imbalance)), ("recomputed_prefix_tokens", .int(e.recomputedPrefixTokens))]))
+        }))] : [])
         if json { print(JSON.object(fields).rendered); return }
         print(String(format: "%d requests in %d prefix groups (%d split) over %d shards: imbalance %.3f (max/mean cost), %d prefix tokens recomputed",
                      plan.shards.reduce(0) { $0 + $1.lines.count }, plan.groupCount, plan.splitGroupCount, plan.shardCount,
                      plan.imbalance, plan.recomputedPrefixTokens))
         for s in plan.shards {
             print("shard \(s.index): \(s.lines.count) requests, cost \(s.cost), shared prefix tokens \(s.sharedPrefixTokens), groups \(s.groups)")
+        }
+        for (name, e) in comparisons {
+            print(String(format: "%@: imbalance %.3f, %d prefix tokens recomputed", name, e.imbalance, e.recomputedPrefixTokens))
         }
     }
 }
@@ -140,5 +155,18 @@ struct BatchMergeCommand: ParsableCommand {
         let summary = try BatchMerge.merge(input: URL(fileURLWithPath: input), shardOutputs: shardOutputs.map { URL(fileURLWithPath: $0) },
                                            output: URL(fileURLWithPath: output))
         FileHandle.standardError.write(Data("merged \(summary.records) records from \(shardOutputs.count) shard outputs into \(output)\n".utf8))
+    }
+}
+
+/// A small seeded generator (SplitMix64) for `batch plan --compare`'s random sharding.
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
     }
 }

@@ -77,6 +77,21 @@ func shardWorkload(seed: UInt64, groups: Int, maxQuestions: Int, loners: Int) ->
         #expect(ShardPlan(units: loners, shards: 3).groupCount == 12)
     }
 
+    /// Against naive sharding of the same job: the prefix-aware plan recomputes far fewer prefix
+    /// tokens than round-robin or random assignment, and an assignment that keeps everything on
+    /// one shard recomputes none.
+    @Test func beatsNaiveSharding() {
+        let units = shardWorkload(seed: 99, groups: 24, maxQuestions: 16, loners: 10)
+        let plan = ShardPlan(units: units, shards: 8)
+        let roundRobin = ShardPlan.evaluate(units: units, shards: 8) { $0 % 8 }
+        #expect(plan.recomputedPrefixTokens * 4 < roundRobin.recomputedPrefixTokens,
+                "plan \(plan.recomputedPrefixTokens) vs round-robin \(roundRobin.recomputedPrefixTokens)")
+        #expect(ShardPlan.evaluate(units: units, shards: 8) { _ in 0 }.recomputedPrefixTokens == 0)
+        // The plan's own accounting agrees with evaluating its assignment.
+        let own = ShardPlan.evaluate(units: units, shards: 8) { plan.shard(ofLine: $0) }
+        #expect(own.recomputedPrefixTokens <= plan.recomputedPrefixTokens)
+    }
+
     @Test func emptyAndTinyInputs() {
         let empty = ShardPlan(units: [], shards: 3)
         #expect(empty.shards.count == 3 && empty.shards.allSatisfy { $0.lines.isEmpty } && empty.imbalance == 1)
