@@ -1,7 +1,7 @@
 import CBanyanKernels
 
 /// A quantized weight matrix repacked at load for the integer-product kernels (quant.c): output
-/// columns in groups of 8, each sub-block's weights as int8 (P8) or 4-bit (P4) values interleaved for
+/// columns in groups of 8, each sub-block's weights as int8 (P8), 4-bit (P4) or 6-bit (P6) values interleaved for
 /// 8-lane products, scales beside them. Every element keeps the exact value ggml dequantizes it to
 /// (`scale · w + min`), so `fast` differs from `exact` only by quantizing the activations.
 public final class PackedWeights: @unchecked Sendable {
@@ -36,7 +36,7 @@ public final class PackedWeights: @unchecked Sendable {
         case .q5_0: return Layout(format: p8, scales: Int32(BANYAN_QS_F16), subBlock: 32, int16Sums: 8)      // |w| ≤ 16
         case .q5_1: return Layout(format: p8, scales: Int32(BANYAN_QS_F16_MIN), subBlock: 32, int16Sums: 4)  // w ≤ 31
         case .q5_K: return Layout(format: p8, scales: Int32(BANYAN_QS_K), subBlock: 32, int16Sums: 4)        // w ≤ 31
-        case .q6_K: return Layout(format: p8, scales: Int32(BANYAN_QS_K6), subBlock: 16, int16Sums: 4)       // |w| ≤ 32
+        case .q6_K: return Layout(format: Int32(BANYAN_Q_P6), scales: Int32(BANYAN_QS_K6), subBlock: 16, int16Sums: 2)
         case .q4_0, .q4_1: return Layout(format: p4, scales: Int32(BANYAN_QS_F16_MIN), subBlock: 32, int16Sums: 8)
         case .q4_K: return Layout(format: p4, scales: Int32(BANYAN_QS_K), subBlock: 32, int16Sums: 8)
         case .f32, .f16, .bf16: return nil
@@ -49,7 +49,7 @@ public final class PackedWeights: @unchecked Sendable {
         guard let l = PackedWeights.layout(type), cols % type.blockSize == 0, cols % 32 == 0 else { return nil }
         self.type = type; self.rows = rows; self.cols = cols
         let groups = (rows + 7) / 8
-        let groupWeightBytes = l.format == Int32(BANYAN_Q_P8) ? cols * 8 : cols * 4
+        let groupWeightBytes = l.format == Int32(BANYAN_Q_P8) ? cols * 8 : l.format == Int32(BANYAN_Q_P6) ? cols * 6 : cols * 4
         let groupScaleBytes = l.scaleGroupBytes(cols: cols)
         weightBytes = .allocate(byteCount: max(1, groups * groupWeightBytes), alignment: 64)
         scaleBytes = .allocate(byteCount: max(1, groups * groupScaleBytes), alignment: 64)
@@ -75,11 +75,17 @@ public final class PackedWeights: @unchecked Sendable {
     static func packRow(_ type: GGMLType, _ l: Layout, _ src: UnsafeRawPointer, cols: Int, column c: Int,
                         weights w: UnsafeMutableRawPointer, scales s: UnsafeMutableRawPointer) {
         let S = l.subBlock
-        let p4 = l.format == Int32(BANYAN_Q_P4)
-        /// Element `e` of the row gets integer value `v`.
+        let p4 = l.format == Int32(BANYAN_Q_P4), p6 = l.format == Int32(BANYAN_Q_P6)
+        /// Element `e` of the row gets integer value `v` (P6: the unsigned 6-bit q).
         func put(_ e: Int, _ v: Int) {
             let j = e / S, i = e % S
-            if p4 {
+            if p6 {
+                let b32 = e / 32, e32 = e % 32, t = e32 / 8, u8 = e32 % 8, high = u8 >= 4
+                let nib = w.advanced(by: b32 * 192 + t * 32 + c * 4 + u8 % 4).assumingMemoryBound(to: UInt8.self)
+                nib.pointee |= UInt8(v & 15) << (high ? 4 : 0)
+                let top = w.advanced(by: b32 * 192 + 128 + (t / 2) * 32 + c * 4 + u8 % 4).assumingMemoryBound(to: UInt8.self)
+                top.pointee |= UInt8((v >> 4) & 3) << UInt8(4 * (t % 2) + (high ? 2 : 0))
+            } else if p4 {
                 let t = i / 8, u = i % 8
                 let byte = w.advanced(by: j * 128 + t * 32 + c * 4 + u % 4).assumingMemoryBound(to: UInt8.self)
                 byte.pointee |= u < 4 ? UInt8(v) : UInt8(v) << 4
@@ -139,7 +145,7 @@ public final class PackedWeights: @unchecked Sendable {
                         let low = byte(x, 64 * h + i % 64)
                         let lo4 = i < 64 ? low & 15 : low >> 4
                         let hi2 = (byte(x, 128 + 32 * h + i % 32) >> UInt8(2 * (i / 32))) & 3
-                        put(e0 + 128 * h + i, Int(lo4 | (hi2 << 4)) - 32)
+                        put(e0 + 128 * h + i, Int(lo4 | (hi2 << 4)))   // P6 keeps q; the element is q − 32
                     }
                 }
             case .f32, .f16, .bf16:
@@ -161,11 +167,12 @@ public func quantizedMatmul(_ x: UnsafePointer<Float>, rows: Int, weight: Packed
     let xq = UnsafeMutablePointer<Int8>.allocate(capacity: rows * k)
     let xd = UnsafeMutablePointer<Float>.allocate(capacity: rows * blocks)
     let xs = UnsafeMutablePointer<Float>.allocate(capacity: rows * blocks)
-    defer { xq.deallocate(); xd.deallocate(); xs.deallocate() }
+    let x16 = UnsafeMutablePointer<Int32>.allocate(capacity: rows * blocks * 2)
+    defer { xq.deallocate(); xd.deallocate(); xs.deallocate(); x16.deallocate() }
     let rowChunk = 16
     pool.parallelFor((rows + rowChunk - 1) / rowChunk) { t in
         let r0 = t * rowChunk, n = min(rowChunk, rows - r0)
-        banyan_quantize_rows(x + r0 * k, n, k, k, xq + r0 * k, xd + r0 * blocks, xs + r0 * blocks)
+        banyan_quantize_rows(x + r0 * k, n, k, k, xq + r0 * k, xd + r0 * blocks, xs + r0 * blocks, x16 + r0 * blocks * 2)
     }
     let groups = (weight.rows + 7) / 8
     // Decode wants ~4 tasks per thread; larger batches keep a task's weights within ~256 KiB of L2.
@@ -175,8 +182,8 @@ public func quantizedMatmul(_ x: UnsafePointer<Float>, rows: Int, weight: Packed
         pool.parallelFor((groups + perTask - 1) / perTask) { task in
             let g0 = task * perTask, g1 = min(groups, g0 + perTask)
             switch path {
-            case .avx512bf16, .avx512f, .avx2: banyan_qmatmul_avx2(w, xq, xd, xs, rows, g0, g1, out, weight.rows)
-            case .portable: banyan_qmatmul_portable(w, xq, xd, xs, rows, g0, g1, out, weight.rows)
+            case .avx512bf16, .avx512f, .avx2: banyan_qmatmul_avx2(w, xq, xd, xs, x16, rows, g0, g1, out, weight.rows)
+            case .portable: banyan_qmatmul_portable(w, xq, xd, xs, x16, rows, g0, g1, out, weight.rows)
             }
         }
     }

@@ -16,7 +16,7 @@
 
 // ---- Activations ------------------------------------------------------------------------------
 
-void banyan_quantize_rows(const float *x, long rows, long k, long ldx, int8_t *q, float *d, float *dsum) {
+void banyan_quantize_rows(const float *x, long rows, long k, long ldx, int8_t *q, float *d, float *dsum, int32_t *sum16) {
     long nb = k / 32;
     for (long r = 0; r < rows; r++) {
         const float *xr = x + r * ldx;
@@ -26,14 +26,16 @@ void banyan_quantize_rows(const float *x, long rows, long k, long ldx, int8_t *q
             for (int i = 0; i < 32; i++) { float a = fabsf(xb[i]); amax = a > amax ? a : amax; }
             float db = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
             int8_t *qb = q + r * k + b * 32;
-            int sum = 0;
+            int half[2] = {0, 0};
             for (int i = 0; i < 32; i++) {
                 float v = rintf(xb[i] * id);      // |v| <= 127: x · (127 / amax) rounds to at most 127
                 qb[i] = (int8_t)v;
-                sum += qb[i];
+                half[i / 16] += qb[i];
             }
             d[r * nb + b] = db;
-            dsum[r * nb + b] = db * (float)sum;
+            dsum[r * nb + b] = db * (float)(half[0] + half[1]);
+            sum16[r * 2 * nb + 2 * b] = half[0];
+            sum16[r * 2 * nb + 2 * b + 1] = half[1];
         }
     }
 }
@@ -103,6 +105,16 @@ static inline int32_t isum_portable(const banyan_qweight *w, const int8_t *wg, l
         const int8_t *ws = wg + j * S * 8;          // S/4 chunks of [8 columns][4 bytes]
         for (long t = 0; t < S / 4; t++)
             for (int i = 0; i < 4; i++) s += (int32_t)ws[t * 32 + c * 4 + i] * xq[t * 4 + i];
+    } else if (w->format == BANYAN_Q_P6) {           // half p of a 32-block: chunks 2p, 2p+1
+        const uint8_t *b32 = (const uint8_t *)wg + (j / 2) * 192;
+        long p = j % 2;
+        for (long u = 0; u < 2; u++)
+            for (int i = 0; i < 4; i++) {
+                uint8_t v = b32[(2 * p + u) * 32 + c * 4 + i], h = b32[128 + p * 32 + c * 4 + i];
+                int32_t lo = (int32_t)((v & 15) | ((h >> (4 * u)) & 3) << 4) - 32;
+                int32_t hi = (int32_t)((v >> 4) | ((h >> (4 * u + 2)) & 3) << 4) - 32;
+                s += lo * xq[u * 8 + i] + hi * xq[u * 8 + 4 + i];
+            }
     } else {                                          // P4: 4 chunks of [8 columns][4 bytes], 2 nibbles each
         const uint8_t *ws = (const uint8_t *)wg + j * 128;
         for (long t = 0; t < 4; t++)
@@ -115,11 +127,12 @@ static inline int32_t isum_portable(const banyan_qweight *w, const int8_t *wg, l
 }
 
 static inline long group_weight_bytes(const banyan_qweight *w) {
-    return w->format == BANYAN_Q_P8 ? w->k * 8 : w->k * 4;
+    return w->format == BANYAN_Q_P8 ? w->k * 8 : w->format == BANYAN_Q_P6 ? w->k * 6 : w->k * 4;
 }
 
 void banyan_qmatmul_portable(const banyan_qweight *w, const int8_t *xq, const float *xd, const float *xds,
-                             long rows, long g0, long g1, float *out, long ldo) {
+                             const int32_t *xs16, long rows, long g0, long g1, float *out, long ldo) {
+    (void)xs16;  // the portable path subtracts P6's offset per element
     long S = w->sub_block, nsub = w->k / S, nb = w->k / 32;
     int minimum = has_min(w);
     for (long g = g0; g < g1; g++) {
@@ -188,7 +201,7 @@ T256 INLINE __m256i bcast4(const int8_t *p) { int32_t v; memcpy(&v, p, 4); retur
 // One tile: MR activation rows x one column group (8 outputs), over all of k. MR is a constant
 // at each call site, so the row loops unroll.
 T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, const float *xd, const float *xds,
-                           long r0, const int MR, float *out, long ldo) {
+                           const int32_t *xs16, long r0, const int MR, float *out, long ldo) {
     const long S = w->sub_block, nsub = w->k / S, nb = w->k / 32, K = w->k;
     const int minimum = has_min(w), pairs = w->int16_sums;
     const int8_t *wg = w->weights + g * group_weight_bytes(w);
@@ -201,8 +214,8 @@ T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, co
         for (int m = 0; m < MR; m++) { isum[m] = _mm256_setzero_si256(); xs[m] = xq + (r0 + m) * K + j * S; }
         // Decode streams each weight once from memory: ask for the bytes PREFETCH ahead early
         // (the groups of a task are contiguous, so this runs on into the next group).
-        if (w->format == BANYAN_Q_P4) {  // measured: helps the 4-bit stream, slows the 8-bit one (tinyllama, Zen 3)
-            const char *ahead = (const char *)(wg + j * 128) + PREFETCH;
+        if (w->format == BANYAN_Q_P4 || w->format == BANYAN_Q_P6) {  // measured: helps the 4-bit stream, slows the 8-bit one (tinyllama, Zen 3)
+            const char *ahead = (const char *)(wg + (w->format == BANYAN_Q_P4 ? j * 128 : (j / 2) * 192 + (j % 2) * 96)) + PREFETCH;
             _mm_prefetch(ahead, _MM_HINT_T0);
             _mm_prefetch(ahead + 64, _MM_HINT_T0);
         }
@@ -221,6 +234,27 @@ T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, co
                 }
             }
             for (int m = 0; m < MR; m++) isum[m] = _mm256_madd_epi16(s16[m], ones);
+        } else if (w->format == BANYAN_Q_P6) {
+            // Unsigned 6-bit values q (the element is q − 32): two u8·s8 pair products per int16 sum,
+            // |Σ| ≤ 2 · 2 · 63 · 127 = 32004; then Σ(q − 32)·x = Σq·x − 32·Σx with Σx per 16 given.
+            const uint8_t *b32 = (const uint8_t *)wg + (j / 2) * 192;
+            const int p = (int)(j % 2);
+            const __m256i three = _mm256_set1_epi8(3);
+            __m256i h = _mm256_loadu_si256((const __m256i *)(b32 + 128 + p * 32));
+            for (int u = 0; u < 2; u++) {
+                __m256i v = _mm256_loadu_si256((const __m256i *)(b32 + (2 * p + u) * 32));
+                __m256i hl = _mm256_and_si256(_mm256_srli_epi16(h, 4 * u), three);
+                __m256i hh = _mm256_and_si256(_mm256_srli_epi16(h, 4 * u + 2), three);
+                __m256i lo = _mm256_or_si256(_mm256_and_si256(v, low4), _mm256_slli_epi16(hl, 4));
+                __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), _mm256_slli_epi16(hh, 4));
+                for (int m = 0; m < MR; m++) {
+                    __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(xs[m] + u * 8)),
+                                                   _mm256_maddubs_epi16(hi, bcast4(xs[m] + u * 8 + 4)));
+                    isum[m] = _mm256_add_epi32(isum[m], _mm256_madd_epi16(s16, ones));
+                }
+            }
+            for (int m = 0; m < MR; m++)
+                isum[m] = _mm256_sub_epi32(isum[m], _mm256_set1_epi32(32 * xs16[(r0 + m) * (K / 16) + j]));
         } else {
             // |w| · sign(x, w): u8 · s8 with |w| <= 128, |x| <= 127, so each pair sum fits int16;
             // `pairs` of them are summed in int16 where the format's range allows (see packing).
@@ -262,21 +296,21 @@ T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, co
 }
 
 T256 void banyan_qmatmul_avx2(const banyan_qweight *w, const int8_t *xq, const float *xd, const float *xds,
-                              long rows, long g0, long g1, float *out, long ldo) {
+                              const int32_t *xs16, long rows, long g0, long g1, float *out, long ldo) {
     for (long g = g0; g < g1; g++) {
         long r = 0;
-        for (; r + 4 <= rows; r += 4) tile_avx2(w, g, xq, xd, xds, r, 4, out, ldo);
+        for (; r + 4 <= rows; r += 4) tile_avx2(w, g, xq, xd, xds, xs16, r, 4, out, ldo);
         switch (rows - r) {
-        case 3: tile_avx2(w, g, xq, xd, xds, r, 3, out, ldo); break;
-        case 2: tile_avx2(w, g, xq, xd, xds, r, 2, out, ldo); break;
-        case 1: tile_avx2(w, g, xq, xd, xds, r, 1, out, ldo); break;
+        case 3: tile_avx2(w, g, xq, xd, xds, xs16, r, 3, out, ldo); break;
+        case 2: tile_avx2(w, g, xq, xd, xds, xs16, r, 2, out, ldo); break;
+        case 1: tile_avx2(w, g, xq, xd, xds, xs16, r, 1, out, ldo); break;
         default: break;
         }
     }
 }
 #else
 void banyan_qmatmul_avx2(const banyan_qweight *w, const int8_t *xq, const float *xd, const float *xds,
-                         long rows, long g0, long g1, float *out, long ldo) {
-    banyan_qmatmul_portable(w, xq, xd, xds, rows, g0, g1, out, ldo);
+                         const int32_t *xs16, long rows, long g0, long g1, float *out, long ldo) {
+    banyan_qmatmul_portable(w, xq, xd, xds, xs16, rows, g0, g1, out, ldo);
 }
 #endif
