@@ -439,16 +439,7 @@ def make_smollm2(path: Path, out_file: Path) -> dict:
 # tokenizers
 # --------------------------------------------------------------------------- #
 
-GPT2_TEXTS = [
-    "hello there", "the tea is hot", "Hello, World! 123 4567", "  leading and trailing  ", "tabs\tand\nnew\n\nlines",
-    "<|im_start|>user\nhi there<|im_end|>\n", "héllo wörld ☃ 日本 🙂", "it's what we'd've said", "",
-]
-SPM_TEXTS = ["hello world", "the time is now", "  two spaces", "Once upon a time.", "zebra ☃ 42", "a\nb", ""]
-SMOLLM2_TEXTS = [
-    "The capital of France is Paris.", "In 2024, 3.14159 and 1,000,000 people!", "def f(x):\n    return x ** 2\n",
-    "<|im_start|>system\nYou are helpful.<|im_end|>\n<|im_start|>user\nHi!<|im_end|>\n", "naïve café — “quotes” 日本語 🙂",
-    "   spaces   and\ttabs\n\n\nnewlines  ", "",
-]
+from tokenizer_corpus import GPT2_TEXTS, SMOLLM2_TEXTS, SPM_TEXTS  # noqa: E402  (shared with the other fixture script)
 
 
 def spm_vocab_gguf(path: Path) -> None:
