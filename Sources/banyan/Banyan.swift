@@ -244,7 +244,8 @@ struct Info: ParsableCommand {
         let kvDType = options.kvDtype ?? EngineOptions.defaultKVDType(precision: model.precision)
         let fields: [(String, JSON)] = [
             ("model", .string(model.name)), ("architecture", .string(c.architecture.rawValue)),
-            ("dtype", .string(model.weights.dtype.rawValue)),
+            // Quantized models report their (commonest) ggml type, e.g. "Q4_K"; float ones f32/f16/bf16.
+            ("dtype", .string(model.weights.quantizedType?.name ?? model.weights.dtype.rawValue)),
             ("hidden_size", .int(c.hiddenSize)), ("layers", .int(c.layerCount)), ("heads", .int(c.headCount)),
             ("kv_heads", .int(c.kvHeadCount)), ("head_dim", .int(c.headDim)), ("intermediate_size", .int(c.intermediateSize)),
             ("vocab_size", .int(c.vocabularySize)), ("context", .int(c.maxPositionCount)),

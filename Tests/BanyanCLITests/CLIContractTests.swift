@@ -176,7 +176,7 @@ func idList(_ ids: [Int]) -> String { ids.map(String.init).joined(separator: ","
     /// precision with integer products and f16 K/V by default; `exact` widens them instead.
     @Test func infoQuantized() throws {
         let q8 = try BanyanBinary.json("info", ["--model", "synthetic:tiny:q8_0"])
-        #expect(q8["quantization"] as? String == "Q8_0")
+        #expect(q8["quantization"] as? String == "Q8_0" && q8["dtype"] as? String == "Q8_0")
         #expect(q8["precision"] as? String == "fast")
         #expect(q8["kv_dtype"] as? String == "f16")
         #expect(q8["integer_products"] as? Bool == true)
