@@ -90,14 +90,17 @@ public struct ShardPlan: Sendable {
         // part after the first recomputing the prefix it shares with the part before it. k = ⌈cost / target⌉ keeps every part within the
         // target; k = round(cost / target) keeps parts nearest it: both are planned, and the one with
         // the smaller largest shard kept (then fewer recomputed tokens), which is still deterministic.
-        let runCosts = runs.map { run in run.reduce(0) { $0 + cost($1, sharing: $1 != run.lowerBound) } }
+        // Per run: the cost through each of its units, sharing as unsplit (the last is the run's cost).
+        let cumulativeCosts: [[Int]] = runs.map { run in
+            var total = 0
+            return run.map { i in total += cost(i, sharing: i != run.lowerBound); return total }
+        }
+        let runCosts = cumulativeCosts.map { $0.last ?? 0 }
         func assign(parts: (_ run: Int) -> Int) -> (shards: [Shard], of: [Int: Int], splits: Int, recomputed: Int) {
             var pieces: [(range: Range<Int>, cost: Int)] = []
             var splits = 0, recomputed = 0
             for (r, run) in runs.enumerated() {
-                var cumulative: [Int] = []   // cost through each unit of the run, sharing as unsplit
-                var runCost = 0
-                for i in run { runCost += cost(i, sharing: i != run.lowerBound); cumulative.append(runCost) }
+                let cumulative = cumulativeCosts[r], runCost = runCosts[r]
                 let k = runCost > target ? min(run.count, max(1, parts(r))) : 1
                 if k <= 1 { pieces.append((run, runCost)); continue }
                 splits += 1

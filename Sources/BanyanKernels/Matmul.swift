@@ -27,28 +27,28 @@ public func matmul(_ x: UnsafePointer<Float>, rows: Int, weight: WeightMatrix,
             let widened = UnsafeMutablePointer<Float>.allocate(capacity: count * k)
             defer { widened.deallocate() }
             weight.widenRows(n0, count: count, into: widened)
-            switch path {
-            case .avx512bf16, .avx512f:
-                banyan_matmul_avx512(x, rows, k, widened, Int32(BANYAN_W_F32), 0, count, out + n0, n)
-            case .avx2:
-                banyan_matmul_avx2(x, rows, k, widened, Int32(BANYAN_W_F32), 0, count, out + n0, n)
-            case .portable:
-                matmulPortable(x, rows: rows, weight: WeightMatrix(dtype: .f32, rows: count, cols: k, base: widened),
-                               columns: 0..<count, out: out + n0, ldo: n)
-            }
+            matmulColumns(x, rows: rows, weight: WeightMatrix(dtype: .f32, rows: count, cols: k, base: widened),
+                          columns: 0..<count, out: out + n0, ldo: n, path: path)
         }
         return
     }
     pool.parallelFor(taskCount) { task in
-        let n0 = task * columns, n1 = min(n, n0 + columns)
-        switch path {
-        case .avx512bf16, .avx512f:
-            banyan_matmul_avx512(x, rows, k, weight.base, weight.dtype.cCode, n0, n1, out, n)
-        case .avx2:
-            banyan_matmul_avx2(x, rows, k, weight.base, weight.dtype.cCode, n0, n1, out, n)
-        case .portable:
-            matmulPortable(x, rows: rows, weight: weight, columns: n0..<n1, out: out)
-        }
+        let n0 = task * columns
+        matmulColumns(x, rows: rows, weight: weight, columns: n0..<min(n, n0 + columns), out: out, ldo: n, path: path)
+    }
+}
+
+/// One task of `matmul`: output columns `columns` of a float `weight` on `path`, rows of `out` `ldo` apart.
+private func matmulColumns(_ x: UnsafePointer<Float>, rows: Int, weight: WeightMatrix, columns: Range<Int>,
+                           out: UnsafeMutablePointer<Float>, ldo: Int, path: KernelPath) {
+    let k = weight.cols, n0 = columns.lowerBound, n1 = columns.upperBound
+    switch path {
+    case .avx512bf16, .avx512f:
+        banyan_matmul_avx512(x, rows, k, weight.base, weight.dtype.cCode, n0, n1, out, ldo)
+    case .avx2:
+        banyan_matmul_avx2(x, rows, k, weight.base, weight.dtype.cCode, n0, n1, out, ldo)
+    case .portable:
+        matmulPortable(x, rows: rows, weight: weight, columns: columns, out: out, ldo: ldo)
     }
 }
 

@@ -1,10 +1,10 @@
 /// Portable matmul (Swift SIMD16; any CPU). Per element: one SIMD16 chain `acc += x·w`
 /// (multiply then add, unfused, so the bits do not depend on the compiler contracting) over
 /// k in steps of 16 with a zero-padded last step, then the fixed tree 16 → 8 → 4 → 2 → 1.
-/// Computes `out[m, n]` for every `m < rows` and `n` in `columns` (row stride `ldo`, default `weight.rows`).
+/// Computes `out[m, n]` for every `m < rows` and `n` in `columns` (rows of `out` `ldo` apart).
 func matmulPortable(_ x: UnsafePointer<Float>, rows: Int, weight: WeightMatrix,
-                    columns: Range<Int>, out: UnsafeMutablePointer<Float>, ldo: Int? = nil) {
-    let k = weight.cols, n = ldo ?? weight.rows
+                    columns: Range<Int>, out: UnsafeMutablePointer<Float>, ldo: Int) {
+    let k = weight.cols, n = ldo
     var j = columns.lowerBound
     // Four weight rows at a time: each loaded weight vector serves four chains.
     while j + 4 <= columns.upperBound {

@@ -85,6 +85,15 @@ struct CLIError: BanyanError {
     init(_ description: String) { self.description = description }
 }
 
+/// The sampling flags `generate` and `chat` share, checked with the flag's name in the message.
+func validateSamplingFlags(maxTokens: Int, temperature: Float, topK: Int = 0, topP: Float, minP: Float = 0) throws {
+    guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
+    guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0, got \(temperature)") }
+    guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0, got \(topK)") }
+    guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
+    guard minP >= 0, minP <= 1 else { throw ValidationError("--min-p must be in [0, 1], got \(minP)") }
+}
+
 /// Parses `1,2,3` token lists.
 func parseTokenList(_ s: String, flag: String) throws -> [Int] {
     let parts = s.split(separator: ",", omittingEmptySubsequences: false).map { $0.trimmingCharacters(in: .whitespaces) }
@@ -134,11 +143,7 @@ struct Generate: ParsableCommand {
 
     func validate() throws {
         guard n >= 1 else { throw ValidationError("--n must be at least 1, got \(n)") }
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
-        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0, got \(temperature)") }
-        guard topK >= 0 else { throw ValidationError("--top-k must be ≥ 0, got \(topK)") }
-        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
-        guard minP >= 0, minP <= 1 else { throw ValidationError("--min-p must be in [0, 1], got \(minP)") }
+        try validateSamplingFlags(maxTokens: maxTokens, temperature: temperature, topK: topK, topP: topP, minP: minP)
         guard suffix.isEmpty || suffixTokens.isEmpty else { throw ValidationError("give --suffix or --suffix-tokens, not both") }
         guard stop.allSatisfy({ !$0.isEmpty }) else { throw ValidationError("--stop: empty stop string") }
     }

@@ -22,17 +22,17 @@ struct Chat: ParsableCommand {
     @Option(help: "Random seed.") var seed: UInt64 = 0
 
     func validate() throws {
-        guard maxTokens >= 1 else { throw ValidationError("--max-tokens must be at least 1, got \(maxTokens)") }
-        guard temperature >= 0, temperature.isFinite else { throw ValidationError("--temperature must be ≥ 0, got \(temperature)") }
-        guard topP > 0, topP <= 1 else { throw ValidationError("--top-p must be in (0, 1], got \(topP)") }
+        try validateSamplingFlags(maxTokens: maxTokens, temperature: temperature, topP: topP)
     }
 
     func run() throws {
         let engine = try options.makeEngine()
-        guard let tokenizer = engine.tokenizer else { throw CLIError("chat needs a tokenizer: \(options.model) has none (give --tokenizer)") }
+        guard engine.tokenizer != nil else { throw CLIError("chat needs a tokenizer: \(options.model) has none (give --tokenizer)") }
         guard let template = try ChatTemplate.load(model: engine.model) else {
             throw CLIError("chat needs a chat template: \(options.model) has none")
         }
+        // Rendered and encoded as the server and batch jobs do it.
+        let parser = OpenAIRequestParser(engine: engine, chatTemplate: template)
         var messages: [ChatMessage] = system.map { [ChatMessage(role: "system", content: $0)] } ?? []
         let interactive = message.isEmpty && isatty(0) != 0
         var scripted = message.makeIterator()
@@ -45,7 +45,7 @@ struct Chat: ParsableCommand {
         var turn = 0
         while let text = nextTurn() {
             messages.append(ChatMessage(role: "user", content: text))
-            let prompt = tokenizer.encode(try template.render(messages), addSpecialTokens: false)
+            let prompt = try parser.chatTokens(messages)
             var request = Request(prompt: prompt)
             request.maxTokens = maxTokens
             request.sampling = SamplingParameters(temperature: temperature, topP: topP, seed: seed &+ UInt64(turn))
