@@ -103,7 +103,11 @@ def test_node_killed_mid_job(cluster, long_reference, tmp_path):
     # Each shard runs on its own 1-CPU node and names it in OUTPUT.shard-K-of-N.jsonl.node. Once a
     # shard on a worker node has written some records but not all, take that node away: the task
     # dies with it, mid-shard, and Ray runs it again on a surviving node, where it resumes.
-    by_id = {w.node_id: w for w in workers}
+    # The driver is attached to one of the simulated nodes (with every node on 127.0.0.1 Ray may pick
+    # a worker); removing that one would take the driver down, so only the others are candidates.
+    attached = ray._private.worker.global_worker.node._raylet_socket_name
+    by_id = {w.node_id: w for w in workers if w._raylet_socket_name != attached}
+    assert by_id, "the driver is attached to every worker node?"
     victim, deadline = None, time.time() + 300
     while victim is None and time.time() < deadline:
         for k in range(SHARDS):
