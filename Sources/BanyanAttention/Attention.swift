@@ -77,7 +77,7 @@ public enum Attention {
         threads.parallelFor(kvHeads * sliceCount) { item in
             let kvHead = item / sliceCount, slice = item % sliceCount
             let r0 = slice * rows / sliceCount, r1 = (slice + 1) * rows / sliceCount
-            for task in plan.tasks {
+            for (t, task) in plan.tasks.enumerated() {
                 // A task's rows ascend (the plan appends them in row order): the slice is a subrange.
                 let lo = sliceCount == 1 ? 0 : lowerBound(task.rows, Int32(r0))
                 let hi = sliceCount == 1 ? task.rows.count : lowerBound(task.rows, Int32(r1))
@@ -89,8 +89,11 @@ public enum Attention {
                     task.rows.withUnsafeBufferPointer { tr in
                         task.validCounts.withUnsafeBufferPointer { tv in
                             let kernel = path == .avx2 ? banyan_attention_block_avx2 : banyan_attention_block_avx512
+                            // The next task's block, for the kernel to prefetch while it computes this one.
+                            let next = t + 1 < plan.tasks.count ? plan.tasks[t + 1].block : nil
                             kernel(tr.baseAddress! + lo, tv.baseAddress! + lo, hi - lo, q, keys, values, kvType, out, m, l,
-                                   H, D, G, kvHead)
+                                   H, D, G, kvHead, next.map { UnsafeRawPointer(kv.keys($0, layer: layer, kvHead: kvHead)) },
+                                   next.map { UnsafeRawPointer(kv.values($0, layer: layer, kvHead: kvHead)) })
                         }
                     }
                 case .portable:

@@ -188,6 +188,29 @@ T256 INLINE __m256 exp256(__m256 x) {
     return _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
 }
 
+// exp256 of four vectors, op by op side by side: the same lane-wise operations (so the same bits),
+// with four independent chains in flight instead of one.
+T256 INLINE void exp256x4(__m256 *x) {
+    __m256 c[4], n[4], r[4], p[4];
+    for (int k = 0; k < 4; k++) c[k] = _mm256_min_ps(_mm256_max_ps(x[k], _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    for (int k = 0; k < 4; k++)
+        n[k] = _mm256_round_ps(_mm256_mul_ps(c[k], _mm256_set1_ps(1.442695040888963f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    for (int k = 0; k < 4; k++) r[k] = _mm256_add_ps(c[k], _mm256_mul_ps(n[k], _mm256_set1_ps(-0.693359375f)));
+    for (int k = 0; k < 4; k++) r[k] = _mm256_add_ps(r[k], _mm256_mul_ps(n[k], _mm256_set1_ps(2.12194440e-4f)));
+    for (int k = 0; k < 4; k++) p[k] = _mm256_set1_ps(1.9875691500e-4f);
+    static const float poly[5] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+    for (int t = 0; t < 5; t++)
+        for (int k = 0; k < 4; k++) p[k] = _mm256_add_ps(_mm256_mul_ps(p[k], r[k]), _mm256_set1_ps(poly[t]));
+    for (int k = 0; k < 4; k++) {
+        __m256 r2 = _mm256_mul_ps(r[k], r[k]);
+        __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p[k], r2), r[k]), _mm256_set1_ps(1.0f));
+        __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n[k]), _mm256_set1_epi32(127)), 23);
+        y = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
+        __m256 under = _mm256_cmp_ps(x[k], _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
+        x[k] = _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
+    }
+}
+
 T256 INLINE float max8(__m256 v) {
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     __m128 m2 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
@@ -242,6 +265,58 @@ T256 INLINE void pv256(const int KT, const int NQ, const int C, float *const *op
         for (int c = 0; c < C; c++) _mm256_maskstore_ps(op[i] + d0 + 8 * c, c == C - 1 ? tail : full, acc[i][c]);
 }
 
+// The softmax half of a block for n <= 8 queries whose raw scores sit in S[i][0..32) (i < n): mask
+// j >= valid to -inf, block max, p = exp(s - max), blockSum in reduce16's order, the running
+// max/sum merge; S is overwritten with p * beta and alpha[i] receives each query's O rescale.
+// Written in passes over all n queries (max, then every exp, then the sums) so the exp chains of
+// different queries are independent work in flight together rather than one latency chain each.
+T256 INLINE void softmax256(int n, float *S, const int *valid, const long *at,
+                            float *runningMax, float *runningSum, float *alpha) {
+    float mx[8], blockSum[8], shift[16] __attribute__((aligned(32))) = {0};
+    __m256 ninf = _mm256_set1_ps(-__builtin_inff());
+    for (int i = 0; i < n; i++) {
+        float *p = S + i * BLOCK;
+        __m256 x[4];
+        for (int c = 0; c < 4; c++) x[c] = _mm256_loadu_ps(p + 8 * c);
+        if (valid[i] < BLOCK)  // a full block's mask keeps every lane: skipping it changes no bits
+            for (int c = 0; c < 4; c++) {
+                x[c] = _mm256_blendv_ps(ninf, x[c], _mm256_castsi256_ps(lanes_below8(valid[i] - 8 * c)));
+                _mm256_storeu_ps(p + 8 * c, x[c]);
+            }
+        mx[i] = max8(_mm256_max_ps(_mm256_max_ps(x[0], x[1]), _mm256_max_ps(x[2], x[3])));
+    }
+    for (int i = 0; i < n; i++) {
+        __m256 e[4], vm = _mm256_set1_ps(mx[i]);
+        for (int c = 0; c < 4; c++) e[c] = _mm256_sub_ps(_mm256_loadu_ps(S + i * BLOCK + 8 * c), vm);
+        exp256x4(e);
+        for (int c = 0; c < 4; c++) _mm256_storeu_ps(S + i * BLOCK + 8 * c, e[c]);
+    }
+    for (int i = 0; i < n; i++) {
+        float *p = S + i * BLOCK;
+        // (lanes 0..15 + lanes 16..31), then 8 + 8: reduce16's order.
+        __m256 lo = _mm256_add_ps(_mm256_loadu_ps(p), _mm256_loadu_ps(p + 16));
+        __m256 hi = _mm256_add_ps(_mm256_loadu_ps(p + 8), _mm256_loadu_ps(p + 24));
+        blockSum[i] = reduce8(_mm256_add_ps(lo, hi));
+        float old = runningMax[at[i]], newMax = old > mx[i] ? old : mx[i];
+        runningMax[at[i]] = newMax;
+        shift[i] = old - newMax;  // -inf on the first block: alpha = 0
+        shift[8 + i] = mx[i] - newMax;
+    }
+    // exp256 is lane-wise, so which lane a query's shift sits in changes no bits.
+    float scale[16] __attribute__((aligned(32)));
+    _mm256_store_ps(scale, exp256(_mm256_load_ps(shift)));
+    _mm256_store_ps(scale + 8, exp256(_mm256_load_ps(shift + 8)));
+    for (int i = 0; i < n; i++) {
+        float a = scale[i], beta = scale[8 + i];
+        float la = runningSum[at[i]] * a, lb = blockSum[i] * beta;
+        runningSum[at[i]] = la + lb;
+        alpha[i] = a;
+        __m256 vb = _mm256_set1_ps(beta);
+        float *p = S + i * BLOCK;
+        for (int c = 0; c < 4; c++) _mm256_storeu_ps(p + 8 * c, _mm256_mul_ps(_mm256_loadu_ps(p + 8 * c), vb));
+    }
+}
+
 T256 INLINE void group256(const int KT, const int NQ, const float *const *qp, float *const *op, const long *at,
                           const int *valid, const void *keys, const void *values,
                           float *runningMax, float *runningSum, long D) {
@@ -259,37 +334,12 @@ T256 INLINE void group256(const int KT, const int NQ, const float *const *qp, fl
         }
     }
     float p[2][BLOCK] __attribute__((aligned(32)));
-    float blockSum[2], shift[16] __attribute__((aligned(32))) = {0};
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < 4; c++) _mm256_store_ps(p[i] + 8 * c, s[i][c]);
+    float scale[8];
+    softmax256(NQ, p[0], valid, at, runningMax, runningSum, scale);
     int vmax = 0;
-    __m256 ninf = _mm256_set1_ps(-__builtin_inff());
-    for (int i = 0; i < NQ; i++) {
-        __m256 x[4];
-        for (int c = 0; c < 4; c++)
-            x[c] = _mm256_blendv_ps(ninf, s[i][c], _mm256_castsi256_ps(lanes_below8(valid[i] - 8 * c)));
-        float mx = max8(_mm256_max_ps(_mm256_max_ps(x[0], x[1]), _mm256_max_ps(x[2], x[3])));
-        __m256 vm = _mm256_set1_ps(mx);
-        __m256 e[4];
-        for (int c = 0; c < 4; c++) e[c] = exp256(_mm256_sub_ps(x[c], vm));
-        // (lanes 0..15 + lanes 16..31), then 8 + 8: reduce16's order.
-        __m256 lo = _mm256_add_ps(e[0], e[2]), hi = _mm256_add_ps(e[1], e[3]);
-        blockSum[i] = reduce8(_mm256_add_ps(lo, hi));
-        for (int c = 0; c < 4; c++) _mm256_store_ps(p[i] + 8 * c, e[c]);
-        float old = runningMax[at[i]], newMax = old > mx ? old : mx;
-        runningMax[at[i]] = newMax;
-        shift[i] = old - newMax;
-        shift[8 + i] = mx - newMax;
-        vmax = valid[i] > vmax ? valid[i] : vmax;
-    }
-    float scale[16] __attribute__((aligned(32)));
-    _mm256_store_ps(scale, exp256(_mm256_load_ps(shift)));
-    _mm256_store_ps(scale + 8, exp256(_mm256_load_ps(shift + 8)));
-    for (int i = 0; i < NQ; i++) {
-        float alpha = scale[i], beta = scale[8 + i];
-        float la = runningSum[at[i]] * alpha, lb = blockSum[i] * beta;
-        runningSum[at[i]] = la + lb;
-        __m256 vb = _mm256_set1_ps(beta);
-        for (int c = 0; c < 4; c++) _mm256_store_ps(p[i] + 8 * c, _mm256_mul_ps(_mm256_load_ps(p[i] + 8 * c), vb));
-    }
+    for (int i = 0; i < NQ; i++) vmax = valid[i] > vmax ? valid[i] : vmax;
     __m256i full = _mm256_set1_epi32(-1);
     long d = 0;
     for (; d + 32 <= D; d += 32) pv256(KT, NQ, 4, op, scale, p, valid, vmax, values, D, d, full, 8);
@@ -304,6 +354,151 @@ T256 INLINE void group256(const int KT, const int NQ, const float *const *qp, fl
 GROUP256(BANYAN_W_F32, 2, group256_f32_2)   GROUP256(BANYAN_W_F32, 1, group256_f32_1)
 GROUP256(BANYAN_W_BF16, 2, group256_bf16_2) GROUP256(BANYAN_W_BF16, 1, group256_bf16_1)
 GROUP256(BANYAN_W_F16, 2, group256_f16_2)   GROUP256(BANYAN_W_F16, 1, group256_f16_1)
+
+// ---- GEMM-shaped tiles (AVX2): many queries against one block ----------------------------
+// For a block read by many queries (Hydragen's shared prefix: every sequence x every query head of
+// the KV head), the block's K and V are widened to float32 once into L1 scratch, and the two
+// products run as register-blocked GEMM tiles of 6 queries x 16 lanes (12 accumulators): scores
+// S = Q K^T for a chunk of queries, the per-query softmax above, then O = O*alpha + P V. Every
+// score and output element is still its own FMA chain in the order of the header comment
+// (s over d ascending; O over j ascending, skipping j >= valid), so the bits equal group256's.
+enum { TQ = 6, TCHUNK = 48, TILE_MIN_QUERIES = 16 };
+
+// S[i][k0..k0+16) for NQ queries (q rows NQ x D, contiguous), K block [D][32] in float32.
+T256 INLINE void qk_tile(const int NQ, const float *qt, const float *kf, long D, int k0, float *S) {
+    __m256 a[TQ][2];
+    for (int i = 0; i < NQ; i++) a[i][0] = a[i][1] = _mm256_setzero_ps();
+    for (long d = 0; d < D; d++) {
+        __m256 k0v = _mm256_loadu_ps(kf + d * BLOCK + k0), k1v = _mm256_loadu_ps(kf + d * BLOCK + k0 + 8);
+        for (int i = 0; i < NQ; i++) {
+            __m256 b = _mm256_broadcast_ss(qt + i * D + d);
+            a[i][0] = _mm256_fmadd_ps(b, k0v, a[i][0]);
+            a[i][1] = _mm256_fmadd_ps(b, k1v, a[i][1]);
+        }
+    }
+    for (int i = 0; i < NQ; i++) {
+        _mm256_storeu_ps(S + i * BLOCK + k0, a[i][0]);
+        _mm256_storeu_ps(S + i * BLOCK + k0 + 8, a[i][1]);
+    }
+}
+
+// O[i][d0..d0+8C) = O*alpha[i], then fma(P[i][j], V[j], O) for j < valid[i] ascending (C = 1 or 2).
+T256 INLINE void pv_tile(const int NQ, const int C, float *const *op, const float *alpha, const float *P,
+                         const int *valid, int vmin, int vmax, const float *vf, long D, long d0) {
+    __m256 a[TQ][2];
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < C; c++) a[i][c] = _mm256_mul_ps(_mm256_loadu_ps(op[i] + d0 + 8 * c), _mm256_set1_ps(alpha[i]));
+    for (int j = 0; j < vmin; j++) {
+        __m256 v[2];
+        for (int c = 0; c < C; c++) v[c] = _mm256_loadu_ps(vf + j * D + d0 + 8 * c);
+        for (int i = 0; i < NQ; i++) {
+            __m256 pj = _mm256_broadcast_ss(P + i * BLOCK + j);
+            for (int c = 0; c < C; c++) a[i][c] = _mm256_fmadd_ps(pj, v[c], a[i][c]);
+        }
+    }
+    for (int j = vmin; j < vmax; j++) {
+        __m256 v[2];
+        for (int c = 0; c < C; c++) v[c] = _mm256_loadu_ps(vf + j * D + d0 + 8 * c);
+        for (int i = 0; i < NQ; i++) {
+            if (j >= valid[i]) continue;  // skipped, not multiplied by 0, as in pv256
+            __m256 pj = _mm256_broadcast_ss(P + i * BLOCK + j);
+            for (int c = 0; c < C; c++) a[i][c] = _mm256_fmadd_ps(pj, v[c], a[i][c]);
+        }
+    }
+    for (int i = 0; i < NQ; i++)
+        for (int c = 0; c < C; c++) _mm256_storeu_ps(op[i] + d0 + 8 * c, a[i][c]);
+}
+
+// One tile of NQ queries: both score halves, or every output column chunk (D % 8 == 0).
+T256 INLINE void qk_rows(const int NQ, const float *qt, const float *kf, long D, float *S) {
+    qk_tile(NQ, qt, kf, D, 0, S);
+    qk_tile(NQ, qt, kf, D, 16, S);
+}
+T256 INLINE void pv_rows(const int NQ, float *const *op, const float *alpha, const float *P, const int *valid,
+                         const float *vf, long D) {
+    int vmin = BLOCK, vmax = 0;
+    for (int i = 0; i < NQ; i++) {
+        vmin = valid[i] < vmin ? valid[i] : vmin;
+        vmax = valid[i] > vmax ? valid[i] : vmax;
+    }
+    long d = 0;
+    for (; d + 16 <= D; d += 16) pv_tile(NQ, 2, op, alpha, P, valid, vmin, vmax, vf, D, d);
+    if (d < D) pv_tile(NQ, 1, op, alpha, P, valid, vmin, vmax, vf, D, d);
+}
+
+// Constant NQ inside each call (the tiles' register arrays), dispatched once per tile.
+#define BY_NQ(n, CALL)                                                                  \
+    switch (n) {                                                                        \
+    case 6: CALL(6); break; case 5: CALL(5); break; case 4: CALL(4); break;             \
+    case 3: CALL(3); break; case 2: CALL(2); break; default: CALL(1); break;            \
+    }
+
+// Widens n (a multiple of 8) stored K/V elements to float32: exact, the same as load256's.
+T256 INLINE void widen256(const int KT, const void *src, float *dst, long n) {
+    for (long i = 0; i < n; i += 8) _mm256_storeu_ps(dst + i, load256(KT, src, i, 8));
+}
+
+T256 INLINE void tiles256(const int KT, const int32_t *rows, const int32_t *validCounts, long rowCount,
+                          const float *q, const void *keys, const void *values, float *out,
+                          float *runningMax, float *runningSum, long H, long D, long G, long kvHead,
+                          const void *nextKeys, const void *nextValues) {
+    float kf[BLOCK * D], vf[BLOCK * D];
+    widen256(KT, keys, kf, BLOCK * D);
+    widen256(KT, values, vf, BLOCK * D);
+    // Chunks of at most 48 queries (24 KiB of q rows at D = 128: q and the block's K, or the scores,
+    // V and the out rows, stay near L1); chunks and tiles are split evenly, so no tile
+    // is left with one or two queries (too few accumulators to cover the FMA latency).
+    long total = rowCount * G, maxChunk = 6144 / D;
+    maxChunk = maxChunk < TQ ? TQ : maxChunk > TCHUNK ? TCHUNK : maxChunk;
+    long chunks = (total + maxChunk - 1) / maxChunk;
+    float qt[maxChunk * D], S[maxChunk * BLOCK], alpha[maxChunk];
+    for (long c = 0; c < chunks; c++) {
+        long f0 = c * total / chunks;
+        int n = (int)((c + 1) * total / chunks - f0);
+        // The chunk's q rows side by side (see group512 on strided streams), and their places.
+        float *op[TCHUNK];
+        long at[TCHUNK];
+        int valid[TCHUNK];
+        for (int i = 0; i < n; i++) {
+            long t = (f0 + i) / G, h = kvHead * G + (f0 + i) % G;
+            at[i] = (long)rows[t] * H + h;
+            for (long d = 0; d < D; d += 8) _mm256_storeu_ps(qt + i * D + d, _mm256_loadu_ps(q + at[i] * D + d));
+            op[i] = out + at[i] * D;
+            valid[i] = validCounts[t];
+        }
+        int tiles = (n + TQ - 1) / TQ;
+        // The next block's K and V go to L2 a share after each of the first chunk's score tiles, so
+        // widening it later does not wait on memory (measured: spreading the prefetches into the
+        // tile loops instead costs more in the loop than it saves).
+        long lines = c == 0 && nextKeys ? BLOCK * D * (KT == BANYAN_W_F32 ? 4 : 2) / 64 : 0;
+        for (int t = 0; t < tiles; t++) {
+            int i = t * n / tiles, m = (t + 1) * n / tiles - i;
+#define QK(NQ) qk_rows(NQ, qt + i * D, kf, D, S + i * BLOCK)
+            BY_NQ(m, QK)
+#undef QK
+            for (long x = t * lines / tiles; x < (t + 1) * lines / tiles; x++) {
+                _mm_prefetch((const char *)nextKeys + 64 * x, _MM_HINT_T1);
+                _mm_prefetch((const char *)nextValues + 64 * x, _MM_HINT_T1);
+            }
+        }
+        for (int i = 0; i < n; i += 8)
+            softmax256(n - i < 8 ? n - i : 8, S + i * BLOCK, valid + i, at + i, runningMax, runningSum, alpha + i);
+        for (int t = 0; t < tiles; t++) {
+            int i = t * n / tiles, m = (t + 1) * n / tiles - i;
+#define PV(NQ) pv_rows(NQ, op + i, alpha + i, S + i * BLOCK, valid + i, vf, D)
+            BY_NQ(m, PV)
+#undef PV
+        }
+    }
+}
+
+#define TILES256(KT, NAME)                                                                                  \
+    T256 static void NAME(const int32_t *rows, const int32_t *validCounts, long rowCount, const float *q,   \
+                          const void *k, const void *v, float *out, float *m, float *l, long H, long D,     \
+                          long G, long kvHead, const void *nk, const void *nv) {                            \
+        tiles256(KT, rows, validCounts, rowCount, q, k, v, out, m, l, H, D, G, kvHead, nk, nv);             \
+    }
+TILES256(BANYAN_W_F32, tiles256_f32) TILES256(BANYAN_W_BF16, tiles256_bf16) TILES256(BANYAN_W_F16, tiles256_f16)
 
 // ================================ Driver ====================================================
 
@@ -340,7 +535,8 @@ static void drive(const group_fn *fns, const int *widths, const int32_t *rows,
 void banyan_attention_block_avx512(const int32_t *rows, const int32_t *validCounts, long rowCount,
                                    const float *q, const void *keys, const void *values, int kvtype,
                                    float *out, float *runningMax, float *runningSum,
-                                   long headCount, long headDim, long groupSize, long kvHead) {
+                                   long headCount, long headDim, long groupSize, long kvHead,
+                                   const void *nextKeys, const void *nextValues) {
     static const group_fn f32[] = {group512_f32_8, group512_f32_4, group512_f32_2, group512_f32_1};
     static const group_fn bf16[] = {group512_bf16_8, group512_bf16_4, group512_bf16_2, group512_bf16_1};
     static const group_fn f16[] = {group512_f16_8, group512_f16_4, group512_f16_2, group512_f16_1};
@@ -353,11 +549,22 @@ void banyan_attention_block_avx512(const int32_t *rows, const int32_t *validCoun
 void banyan_attention_block_avx2(const int32_t *rows, const int32_t *validCounts, long rowCount,
                                  const float *q, const void *keys, const void *values, int kvtype,
                                  float *out, float *runningMax, float *runningSum,
-                                 long headCount, long headDim, long groupSize, long kvHead) {
+                                 long headCount, long headDim, long groupSize, long kvHead,
+                                 const void *nextKeys, const void *nextValues) {
     static const group_fn f32[] = {group256_f32_2, group256_f32_1};
     static const group_fn bf16[] = {group256_bf16_2, group256_bf16_1};
     static const group_fn f16[] = {group256_f16_2, group256_f16_1};
     static const int widths[] = {2, 1};
+    // Blocks read by many queries (a shared prefix) go through the GEMM-shaped tiles; a block read
+    // by a few (a sequence's own tail, one sequence's GQA group, decode without sharing) keeps the
+    // query pairs, which read K/V in place: below ~16 queries the widening copy costs more than
+    // the tiles save (measured on Zen 3). Both give the same bits.
+    if (rowCount * groupSize >= TILE_MIN_QUERIES && headDim % 8 == 0) {
+        (kvtype == BANYAN_W_BF16 ? tiles256_bf16 : kvtype == BANYAN_W_F16 ? tiles256_f16 : tiles256_f32)(
+            rows, validCounts, rowCount, q, keys, values, out, runningMax, runningSum, headCount, headDim,
+            groupSize, kvHead, nextKeys, nextValues);
+        return;
+    }
     const group_fn *fns = kvtype == BANYAN_W_BF16 ? bf16 : kvtype == BANYAN_W_F16 ? f16 : f32;
     drive(fns, widths, rows, validCounts, rowCount, q, keys, values, out, runningMax, runningSum,
           headCount, headDim, groupSize, kvHead);
@@ -367,9 +574,11 @@ void banyan_attention_block_avx2(const int32_t *rows, const int32_t *validCounts
 void banyan_attention_block_avx512(const int32_t *rows, const int32_t *validCounts, long rowCount,
                                    const float *q, const void *keys, const void *values, int kvtype,
                                    float *out, float *runningMax, float *runningSum,
-                                   long headCount, long headDim, long groupSize, long kvHead) { abort(); }
+                                   long headCount, long headDim, long groupSize, long kvHead,
+                                   const void *nextKeys, const void *nextValues) { abort(); }
 void banyan_attention_block_avx2(const int32_t *rows, const int32_t *validCounts, long rowCount,
                                  const float *q, const void *keys, const void *values, int kvtype,
                                  float *out, float *runningMax, float *runningSum,
-                                 long headCount, long headDim, long groupSize, long kvHead) { abort(); }
+                                 long headCount, long headDim, long groupSize, long kvHead,
+                                 const void *nextKeys, const void *nextValues) { abort(); }
 #endif

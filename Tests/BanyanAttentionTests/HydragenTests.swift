@@ -113,6 +113,9 @@ struct HydragenTests {
         Case(seed: 8, depth: 3, fanOut: 3...7, lengths: 1...70, kvHeads: 3, group: 1, headDim: 8),
         Case(seed: 9, depth: 3, fanOut: 2...9, lengths: 5...77, kvHeads: 1, group: 5, headDim: 32),
         Case(seed: 10, depth: 2, fanOut: 11...11, lengths: 33...95, kvHeads: 2, group: 2, headDim: 24),
+        // MHA with 20–40 sequences on one prefix: its blocks go through the GEMM-shaped tiles (≥ 16
+        // queries), the private tails and baseline's per-sequence reads through the query pairs.
+        Case(seed: 11, depth: 2, fanOut: 20...40, lengths: 1...200, kvHeads: 2, group: 1, headDim: 128),
     ]
 
     /// One path per distinct kernel this CPU runs (avx512bf16 and avx512f share the attention kernel).
