@@ -362,7 +362,9 @@ GROUP256(BANYAN_W_F16, 2, group256_f16_2)   GROUP256(BANYAN_W_F16, 1, group256_f
 // S = Q K^T for a chunk of queries, the per-query softmax above, then O = O*alpha + P V. Every
 // score and output element is still its own FMA chain in the order of the header comment
 // (s over d ascending; O over j ascending, skipping j >= valid), so the bits equal group256's.
-enum { TQ = 6, TCHUNK = 48, TILE_MIN_QUERIES = 16 };
+// TILE_MAX_HEAD_DIM bounds the tiles' stack scratch (K, V, q rows, scores: ~90 KiB at 256), which
+// may run on a caller's thread with a small stack.
+enum { TQ = 6, TCHUNK = 48, TILE_MIN_QUERIES = 16, TILE_MAX_HEAD_DIM = 256 };
 
 // S[i][k0..k0+16) for NQ queries (q rows NQ x D, contiguous), K block [D][32] in float32.
 T256 INLINE void qk_tile(const int NQ, const float *qt, const float *kf, long D, int k0, float *S) {
@@ -559,7 +561,7 @@ void banyan_attention_block_avx2(const int32_t *rows, const int32_t *validCounts
     // by a few (a sequence's own tail, one sequence's GQA group, decode without sharing) keeps the
     // query pairs, which read K/V in place: below ~16 queries the widening copy costs more than
     // the tiles save (measured on Zen 3). Both give the same bits.
-    if (rowCount * groupSize >= TILE_MIN_QUERIES && headDim % 8 == 0) {
+    if (rowCount * groupSize >= TILE_MIN_QUERIES && headDim % 8 == 0 && headDim <= TILE_MAX_HEAD_DIM) {
         (kvtype == BANYAN_W_BF16 ? tiles256_bf16 : kvtype == BANYAN_W_F16 ? tiles256_f16 : tiles256_f32)(
             rows, validCounts, rowCount, q, keys, values, out, runningMax, runningSum, headCount, headDim,
             groupSize, kvHead, nextKeys, nextValues);
