@@ -74,15 +74,11 @@ public enum SyntheticModels {
         let dtype = m.dtype
         normalTable.withUnsafeBufferPointer { table in
             threads.parallelFor(chunks) { c in
-                var state = seed ^ (UInt64(c) &* 0x9E37_79B9_7F4A_7C15)
+                var rng = SplitMix64(seed: seed ^ (UInt64(c) &* 0x9E37_79B9_7F4A_7C15))
                 let end = min(count, (c + 1) * chunk)
                 var i = c * chunk
                 while i < end {
-                    state &+= 0x9E37_79B9_7F4A_7C15
-                    var z = state
-                    z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-                    z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-                    z ^= z >> 31
+                    let z = rng.next()
                     for lane in 0..<min(4, end - i) {
                         let v = table[Int((z >> (16 * UInt64(lane))) & 0xFFFF)]
                         switch dtype {

@@ -1,16 +1,11 @@
 import Foundation
+import BanyanKernels
 
-/// Deterministic SplitMix64 generator for reproducible random test shapes and data.
+/// Deterministic generator (SplitMix64) for reproducible random test shapes and data.
 public struct SeededRNG: RandomNumberGenerator, Sendable {
-    public private(set) var state: UInt64
-    public init(seed: UInt64) { state = seed }
-    public mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+    private var generator: SplitMix64
+    public init(seed: UInt64) { generator = SplitMix64(seed: seed) }
+    public mutating func next() -> UInt64 { generator.next() }
     /// Uniform Float in [-scale, scale).
     public mutating func float(_ scale: Float = 1) -> Float {
         Float(Double(next() >> 11) / Double(1 << 53) * 2 - 1) * scale

@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import BanyanEngine
 import BanyanBatch
+import BanyanKernels
 
 extension SchedulingPolicy: ExpressibleByArgument {}
 
@@ -108,7 +109,7 @@ struct BatchPlan: ParsableCommand {
         if compare {
             let units = try job.planUnits(input: URL(fileURLWithPath: input))
             let order = Dictionary(uniqueKeysWithValues: units.enumerated().map { ($1.line, $0) })
-            var rng = SplitMix(seed: 0x5EED)
+            var rng = SplitMix64(seed: 0x5EED)
             let shuffled = Dictionary(uniqueKeysWithValues: units.map { ($0.line, Int(rng.next() % UInt64(shards))) })
             comparisons = [("round_robin", ShardPlan.evaluate(units: units, shards: shards) { order[$0]! % shards }),
                            ("random", ShardPlan.evaluate(units: units, shards: shards) { shuffled[$0]! })]
@@ -155,18 +156,5 @@ struct BatchMergeCommand: ParsableCommand {
         let summary = try BatchMerge.merge(input: URL(fileURLWithPath: input), shardOutputs: shardOutputs.map { URL(fileURLWithPath: $0) },
                                            output: URL(fileURLWithPath: output))
         FileHandle.standardError.write(Data("merged \(summary.records) records from \(shardOutputs.count) shard outputs into \(output)\n".utf8))
-    }
-}
-
-/// A small seeded generator (SplitMix64) for `batch plan --compare`'s random sharding.
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
