@@ -12,6 +12,19 @@ public struct BatchItem: Sendable {
     public var body: OpenAIRequest
 }
 
+/// The non-blank lines of an input file with their 1-based numbers (a trailing CR dropped): the one
+/// reading of the file that the job (and with it the shard plan) and `batch merge` share, so both
+/// count the same lines.
+func nonBlankLines(_ data: Data) -> [(number: Int, text: Substring)] {
+    var lines: [(number: Int, text: Substring)] = []
+    for (i, raw) in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).enumerated() {
+        var text = Substring(String(decoding: raw, as: UTF8.self))
+        if text.hasSuffix("\r") { text = text.dropLast() }
+        if !text.allSatisfy(\.isWhitespace) { lines.append((i + 1, text)) }
+    }
+    return lines
+}
+
 /// A line that parsed, or the error record it gets.
 public enum BatchLine: Sendable {
     case item(BatchItem)

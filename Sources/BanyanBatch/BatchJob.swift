@@ -59,12 +59,7 @@ public struct BatchJob {
         guard let data = FileManager.default.contents(atPath: input.path) else { throw BatchError.job("cannot read \(input.path)") }
         var entries: [Entry] = []
         var ids = Set<String>()
-        var lineNumber = 0
-        for raw in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-            lineNumber += 1
-            var text = Substring(String(decoding: raw, as: UTF8.self))
-            if text.hasSuffix("\r") { text = text.dropLast() }
-            if text.allSatisfy(\.isWhitespace) { continue }
+        for (lineNumber, text) in nonBlankLines(data) {
             switch parser.parse(text, line: lineNumber) {
             case .failure(let line, let id, let error):
                 entries.append(.failure(line: line, customID: id, error))

@@ -17,12 +17,9 @@ public enum BatchMerge {
         // Input lines (1-based, blank ones skipped) and the first line of each custom_id.
         var lines: [Int] = []
         var lineOfID: [String: Int] = [:]
-        var number = 0
-        for raw in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-            number += 1
-            if raw.allSatisfy({ $0 == UInt8(ascii: " ") || $0 == UInt8(ascii: "\t") || $0 == UInt8(ascii: "\r") }) { continue }
+        for (number, text) in nonBlankLines(data) {
             lines.append(number)
-            if let id = JSONValue.parse(Data(raw))?["custom_id"]?.stringValue, lineOfID[id] == nil { lineOfID[id] = number }
+            if let id = JSONValue.parse(Data(text.utf8))?["custom_id"]?.stringValue, lineOfID[id] == nil { lineOfID[id] = number }
         }
         var recordOfLine: [Int: (text: Data, file: String)] = [:]
         for url in shardOutputs {

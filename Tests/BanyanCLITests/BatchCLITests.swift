@@ -44,6 +44,7 @@ func shardedWorkload() -> String {
                      + "\"max_tokens\":\(6 + i % 5),\"temperature\":0.8,\"n\":\(1 + i % 2),\"ignore_eos\":true}}")
         if i == 10 { lines.append("{not json") }
         if i == 20 { lines.append(lines[3]) }   // q-3 again: a duplicate_custom_id record
+        if i == 25 { lines.append("\u{00A0}\t") }   // blank (Unicode whitespace): no record, for the job and for merge
     }
     return lines.joined(separator: "\n") + "\n"
 }
