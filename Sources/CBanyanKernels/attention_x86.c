@@ -28,6 +28,12 @@
 
 enum { BLOCK = 32 };
 
+// Flattened query f of a call: task row f / G, query head kvHead·G + f % G; its (row, head) index
+// into runningMax/Sum (q and out rows are that times headDim).
+static inline long query_slot(const int32_t *rows, long f, long H, long G, long kvHead) {
+    return (long)rows[f / G] * H + kvHead * G + f % G;
+}
+
 // ================================ AVX-512 ===================================================
 
 // Port of `simdExp` (Elementwise.swift): Cephes range reduction, degree-6 polynomial; 0 below -87.3.
@@ -168,40 +174,20 @@ GROUP512(BANYAN_W_F16, 2, group512_f16_2)  GROUP512(BANYAN_W_F16, 1, group512_f1
 
 // ================================ AVX2 ======================================================
 
-T256 INLINE __m256 exp256(__m256 x) {
-    __m256 c = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(c, _mm256_set1_ps(1.442695040888963f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_add_ps(c, _mm256_mul_ps(n, _mm256_set1_ps(-0.693359375f)));
-    r = _mm256_add_ps(r, _mm256_mul_ps(n, _mm256_set1_ps(2.12194440e-4f)));
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_add_ps(_mm256_mul_ps(p, r), _mm256_set1_ps(5.0000001201e-1f));
-    __m256 r2 = _mm256_mul_ps(r, r);
-    __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p, r2), r), _mm256_set1_ps(1.0f));
-    __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n), _mm256_set1_epi32(127)), 23);
-    y = _mm256_mul_ps(y, _mm256_castsi256_ps(bits));
-    __m256 under = _mm256_cmp_ps(x, _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
-    return _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
-}
-
-// exp256 of four vectors, op by op side by side: the same lane-wise operations (so the same bits),
-// with four independent chains in flight instead of one.
-T256 INLINE void exp256x4(__m256 *x) {
+// exp256 on N vectors at once, op by op side by side: the same lane-wise operations whatever N (so
+// the same bits), with N independent chains in flight instead of one.
+T256 INLINE void exp256n(__m256 *x, const int N) {
     __m256 c[4], n[4], r[4], p[4];
-    for (int k = 0; k < 4; k++) c[k] = _mm256_min_ps(_mm256_max_ps(x[k], _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
-    for (int k = 0; k < 4; k++)
+    for (int k = 0; k < N; k++) c[k] = _mm256_min_ps(_mm256_max_ps(x[k], _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    for (int k = 0; k < N; k++)
         n[k] = _mm256_round_ps(_mm256_mul_ps(c[k], _mm256_set1_ps(1.442695040888963f)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    for (int k = 0; k < 4; k++) r[k] = _mm256_add_ps(c[k], _mm256_mul_ps(n[k], _mm256_set1_ps(-0.693359375f)));
-    for (int k = 0; k < 4; k++) r[k] = _mm256_add_ps(r[k], _mm256_mul_ps(n[k], _mm256_set1_ps(2.12194440e-4f)));
-    for (int k = 0; k < 4; k++) p[k] = _mm256_set1_ps(1.9875691500e-4f);
+    for (int k = 0; k < N; k++) r[k] = _mm256_add_ps(c[k], _mm256_mul_ps(n[k], _mm256_set1_ps(-0.693359375f)));
+    for (int k = 0; k < N; k++) r[k] = _mm256_add_ps(r[k], _mm256_mul_ps(n[k], _mm256_set1_ps(2.12194440e-4f)));
+    for (int k = 0; k < N; k++) p[k] = _mm256_set1_ps(1.9875691500e-4f);
     static const float poly[5] = {1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
     for (int t = 0; t < 5; t++)
-        for (int k = 0; k < 4; k++) p[k] = _mm256_add_ps(_mm256_mul_ps(p[k], r[k]), _mm256_set1_ps(poly[t]));
-    for (int k = 0; k < 4; k++) {
+        for (int k = 0; k < N; k++) p[k] = _mm256_add_ps(_mm256_mul_ps(p[k], r[k]), _mm256_set1_ps(poly[t]));
+    for (int k = 0; k < N; k++) {
         __m256 r2 = _mm256_mul_ps(r[k], r[k]);
         __m256 y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(p[k], r2), r[k]), _mm256_set1_ps(1.0f));
         __m256i bits = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(n[k]), _mm256_set1_epi32(127)), 23);
@@ -209,6 +195,12 @@ T256 INLINE void exp256x4(__m256 *x) {
         __m256 under = _mm256_cmp_ps(x[k], _mm256_set1_ps(-87.3f), _CMP_LT_OQ);
         x[k] = _mm256_blendv_ps(y, _mm256_setzero_ps(), under);
     }
+}
+
+// Port of `simdExp` (Elementwise.swift), as exp512: Cephes range reduction, degree-6 polynomial; 0 below -87.3.
+T256 INLINE __m256 exp256(__m256 x) {
+    exp256n(&x, 1);
+    return x;
 }
 
 T256 INLINE float max8(__m256 v) {
@@ -288,7 +280,7 @@ T256 INLINE void softmax256(int n, float *S, const int *valid, const long *at,
     for (int i = 0; i < n; i++) {
         __m256 e[4], vm = _mm256_set1_ps(mx[i]);
         for (int c = 0; c < 4; c++) e[c] = _mm256_sub_ps(_mm256_loadu_ps(S + i * BLOCK + 8 * c), vm);
-        exp256x4(e);
+        exp256n(e, 4);
         for (int c = 0; c < 4; c++) _mm256_storeu_ps(S + i * BLOCK + 8 * c, e[c]);
     }
     for (int i = 0; i < n; i++) {
@@ -462,11 +454,10 @@ T256 INLINE void tiles256(const int KT, const int32_t *rows, const int32_t *vali
         long at[TCHUNK];
         int valid[TCHUNK];
         for (int i = 0; i < n; i++) {
-            long t = (f0 + i) / G, h = kvHead * G + (f0 + i) % G;
-            at[i] = (long)rows[t] * H + h;
+            at[i] = query_slot(rows, f0 + i, H, G, kvHead);
             for (long d = 0; d < D; d += 8) _mm256_storeu_ps(qt + i * D + d, _mm256_loadu_ps(q + at[i] * D + d));
             op[i] = out + at[i] * D;
-            valid[i] = validCounts[t];
+            valid[i] = validCounts[(f0 + i) / G];
         }
         int tiles = (n + TQ - 1) / TQ;
         // The next block's K and V go to L2 a share after each of the first chunk's score tiles, so
@@ -507,8 +498,8 @@ TILES256(BANYAN_W_F32, tiles256_f32) TILES256(BANYAN_W_BF16, tiles256_bf16) TILE
 typedef void (*group_fn)(const float *const *, float *const *, const long *, const int *,
                          const void *, const void *, float *, float *, long);
 
-// Flattened query f = task row (f / G), query head kvHead*G + f % G; groups of the largest
-// width in `widths` that fits what is left.
+// Flattened queries (see query_slot) in groups of the largest width in `widths` that fits what
+// is left.
 static void drive(const group_fn *fns, const int *widths, const int32_t *rows,
                   const int32_t *validCounts, long rowCount, const float *q, const void *keys,
                   const void *values, float *out, float *runningMax, float *runningSum, long H,
@@ -523,11 +514,10 @@ static void drive(const group_fn *fns, const int *widths, const int32_t *rows,
         long at[8];
         int valid[8];
         for (int i = 0; i < n; i++) {
-            long t = (f + i) / G, h = kvHead * G + (f + i) % G;
-            at[i] = (long)rows[t] * H + h;
+            at[i] = query_slot(rows, f + i, H, G, kvHead);
             qp[i] = q + at[i] * D;
             op[i] = out + at[i] * D;
-            valid[i] = validCounts[t];
+            valid[i] = validCounts[(f + i) / G];
         }
         fns[w](qp, op, at, valid, keys, values, runningMax, runningSum, D);
         f += n;

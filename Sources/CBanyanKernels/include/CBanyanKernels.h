@@ -90,7 +90,8 @@ double banyan_peak_probe(int kind, long iterations);
 /// keys: [headDim, 32]; values: [32, headDim], both of `kvtype` (BANYAN_W_F32/F16/BF16), widened
 /// exactly to float32 as loaded. A query's bits depend only on its own q, the block and its valid
 /// count (never on the other queries); both paths give the same bits. nextKeys/nextValues (may be
-/// NULL): the block the caller will pass next, fetched into cache while this one computes.
+/// NULL): the block the caller will pass next; the AVX2 tile path fetches it into cache while this
+/// one computes, the AVX-512 kernel ignores it.
 void banyan_attention_block_avx512(const int32_t *rows, const int32_t *validCounts, long rowCount,
                                    const float *q, const void *keys, const void *values, int kvtype,
                                    float *out, float *runningMax, float *runningSum,
