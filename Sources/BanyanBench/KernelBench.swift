@@ -64,14 +64,14 @@ public enum KernelBench {
     }
 
     /// Integer-product kernels measured beside the float ones: series named by the ggml type.
-    static let quantizedKernels: [(name: String, type: GGMLType)] = [("q8_0", .q8_0), ("q4_K", .q4_K)]
+    static let quantizedKernels: [(name: String, type: GGMLType)] = [("q8_0", .q8_0), ("q4_K", .q4_K), ("q6_K", .q6_K)]
 
     /// `bench kernels`: the measurements as a table beside the machine's peaks, and a plot of GFLOP/s vs M.
     public static func report(shapes: [MatmulShape], rows: [Int], repeats: Int, minSeconds: Double, machine: MachineDescription,
                               threads: ThreadPool, progress: ProgressLine?) -> SuiteReport {
         let points = run(shapes: shapes, rows: rows, repeats: repeats, minSeconds: minSeconds, threads: threads, progress: progress)
         var table = TextTable(title: "kernels: matmul out[M, N] = x[M, K] · Wᵀ, bf16 W, \(threads.threadCount) threads",
-                              legend: "columns: kernel (matmul: float32 activations, the engine's path; matmulFast: bf16 activations; q8_0, q4_K: the same W quantized, 8-bit activations, integer products, GB/s of the packed W), shape K×N, M rows; GFLOP/s (2·M·N·K) and GB/s (W + x + out bytes) with % of the measured peak / bandwidth",
+                              legend: "columns: kernel (matmul: float32 activations, the engine's path; matmulFast: bf16 activations; q8_0, q4_K, q6_K: the same W quantized, 8-bit activations, integer products, GB/s of the packed W), shape K×N, M rows; GFLOP/s (2·M·N·K) and GB/s (W + x + out bytes) with % of the measured peak / bandwidth",
                               headers: ["kernel", "shape KxN", "M", "ms", "GFLOP/s", "% peak", "GB/s", "% bw"])
         for p in points {
             let k = p.parameters["k"]!, n = p.parameters["n"]!

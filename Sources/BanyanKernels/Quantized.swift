@@ -230,18 +230,19 @@ public enum Dequantize {
 
 /// Float32 rows to ggml blocks, for `--quantize` and `synthetic:NAME:TYPE`: Q8_0, Q4_0 and Q5_0 as
 /// ggml's reference quantizers (`quantize_row_*_ref`); Q4_K with per-sub-block min/max ranges and
-/// 6-bit scales (simpler than ggml's iterative search, same format: any Q4_K reader reads it).
+/// 6-bit scales, Q6_K with per-16 absolute-maximum scales (simpler than ggml's iterative searches,
+/// same formats: any Q4_K/Q6_K reader reads them).
 public enum Quantize {
     /// The types this engine can write.
-    public static let writable: [GGMLType] = [.q8_0, .q4_0, .q5_0, .q4_K]
+    public static let writable: [GGMLType] = [.q8_0, .q4_0, .q5_0, .q4_K, .q6_K]
 
     /// The type a row of `count` elements is written in when `type` needs whole blocks it lacks:
-    /// llama.cpp's fallback (Q4_K → Q5_0 for rows not a multiple of 256); nil when not even a block of
+    /// llama.cpp's fallback (Q4_K → Q5_0, Q6_K → Q8_0 for rows not a multiple of 256); nil when not even a block of
     /// 32 fits (the row stays float).
     public static func fallback(_ type: GGMLType, count: Int) -> GGMLType? {
         if count % type.blockSize == 0 { return type }
         guard count % 32 == 0 else { return nil }
-        return type == .q4_K ? .q5_0 : type
+        return type == .q4_K ? .q5_0 : type == .q6_K ? .q8_0 : type
     }
 
     /// Writes `count` elements of `x` as `type` blocks at `out` (`type.rowByteCount(count)` bytes).
@@ -253,6 +254,7 @@ public enum Quantize {
             case .q8_0: q8_0(xb, y)
             case .q4_0: q4_0(xb, y)
             case .q5_0: q5_0(xb, y)
+            case .q6_K: q6_K(xb, y)
             default: q4_K(xb, y)
             }
         }
@@ -325,6 +327,36 @@ public enum Quantize {
                 let q = d1 > 0 ? UInt8(max(0, min(15, ((x[sub * 32 + l] + m1) / d1).rounded()))) : 0
                 let i = (sub / 2) * 32 + l
                 qs.storeBytes(of: qs.load(fromByteOffset: i, as: UInt8.self) | (sub % 2 == 0 ? q : q << 4), toByteOffset: i, as: UInt8.self)
+            }
+        }
+    }
+
+    /// Q6_K as ggml lays it out (see `Dequantize.q6_K`): each 16's scale maps its element of largest
+    /// magnitude to −32; the 16 scales are int8 steps of d = (largest-magnitude scale) / −128.
+    static func q6_K(_ x: UnsafePointer<Float>, _ y: UnsafeMutableRawPointer) {
+        var scales = [Float](repeating: 0, count: 16)
+        var maxScale: Float = 0
+        for sub in 0..<16 {
+            var amax: Float = 0, extreme: Float = 0
+            for l in 0..<16 where abs(x[sub * 16 + l]) > amax { amax = abs(x[sub * 16 + l]); extreme = x[sub * 16 + l] }
+            scales[sub] = extreme / -32
+            if abs(scales[sub]) > abs(maxScale) { maxScale = scales[sub] }
+        }
+        let d = f16ToFloat(floatToF16(maxScale / -128))
+        storeHalf(y, 208, d)
+        for i in 0..<192 { y.storeBytes(of: 0, toByteOffset: i, as: UInt8.self) }
+        for sub in 0..<16 {
+            let sc = d != 0 ? Int8(max(-128, min(127, (scales[sub] / d).rounded()))) : 0
+            y.storeBytes(of: sc, toByteOffset: 192 + sub, as: Int8.self)
+            let step = d * Float(sc)
+            for l in 0..<16 {
+                let e = sub * 16 + l
+                let q = step != 0 ? Int(max(-32, min(31, (x[e] / step).rounded()))) + 32 : 32
+                let h = e / 128, i = e % 128
+                let lowAt = 64 * h + i % 64, highAt = 128 + 32 * h + i % 32
+                let low = UInt8(q & 15) << (i < 64 ? 0 : 4), high = UInt8(q >> 4) << UInt8(2 * (i / 32))
+                y.storeBytes(of: y.load(fromByteOffset: lowAt, as: UInt8.self) | low, toByteOffset: lowAt, as: UInt8.self)
+                y.storeBytes(of: y.load(fromByteOffset: highAt, as: UInt8.self) | high, toByteOffset: highAt, as: UInt8.self)
             }
         }
     }

@@ -36,7 +36,7 @@ public final class PackedWeights: @unchecked Sendable {
         case .q5_0: return Layout(format: p8, scales: Int32(BANYAN_QS_F16), subBlock: 32, int16Sums: 8)      // |w| ≤ 16
         case .q5_1: return Layout(format: p8, scales: Int32(BANYAN_QS_F16_MIN), subBlock: 32, int16Sums: 4)  // w ≤ 31
         case .q5_K: return Layout(format: p8, scales: Int32(BANYAN_QS_K), subBlock: 32, int16Sums: 4)        // w ≤ 31
-        case .q6_K: return Layout(format: Int32(BANYAN_Q_P6), scales: Int32(BANYAN_QS_K6), subBlock: 16, int16Sums: 2)
+        case .q6_K: return Layout(format: Int32(BANYAN_Q_P6), scales: Int32(BANYAN_QS_K6), subBlock: 16, int16Sums: 0)   // P8 only
         case .q4_0, .q4_1: return Layout(format: p4, scales: Int32(BANYAN_QS_F16_MIN), subBlock: 32, int16Sums: 8)
         case .q4_K: return Layout(format: p4, scales: Int32(BANYAN_QS_K), subBlock: 32, int16Sums: 8)
         case .f32, .f16, .bf16: return nil
@@ -79,12 +79,12 @@ public final class PackedWeights: @unchecked Sendable {
         /// Element `e` of the row gets integer value `v` (P6: the unsigned 6-bit q).
         func put(_ e: Int, _ v: Int) {
             let j = e / S, i = e % S
-            if p6 {
-                let b32 = e / 32, e32 = e % 32, t = e32 / 8, u8 = e32 % 8, high = u8 >= 4
-                let nib = w.advanced(by: b32 * 192 + t * 32 + c * 4 + u8 % 4).assumingMemoryBound(to: UInt8.self)
-                nib.pointee |= UInt8(v & 15) << (high ? 4 : 0)
-                let top = w.advanced(by: b32 * 192 + 128 + (t / 2) * 32 + c * 4 + u8 % 4).assumingMemoryBound(to: UInt8.self)
-                top.pointee |= UInt8((v >> 4) & 3) << UInt8(4 * (t % 2) + (high ? 2 : 0))
+            if p6 {  // chunk t < 3 holds element 4t+i in bits 0..5; element 12+i's bits 2t, 2t+1 go to bits 6..7 of chunk t
+                let t = i / 4
+                for u in (t < 3 ? t..<(t + 1) : 0..<3) {
+                    let byte = w.advanced(by: j * 96 + u * 32 + c * 4 + i % 4).assumingMemoryBound(to: UInt8.self)
+                    byte.pointee |= t < 3 ? UInt8(v) : UInt8((v >> (2 * u)) & 3) << 6
+                }
             } else if p4 {
                 let t = i / 8, u = i % 8
                 let byte = w.advanced(by: j * 128 + t * 32 + c * 4 + u % 4).assumingMemoryBound(to: UInt8.self)
@@ -139,7 +139,8 @@ public final class PackedWeights: @unchecked Sendable {
             case .q6_K:
                 let sb = s + b * 144
                 sb.storeBytes(of: half(x, 208), toByteOffset: c * 2, as: UInt16.self)
-                for j in 0..<16 { sb.storeBytes(of: byte(x, 192 + j), toByteOffset: 16 + j * 8 + c, as: UInt8.self) }
+                // Scales in pairs per 32 (the two 16s of one activation block side by side per column).
+                for j in 0..<16 { sb.storeBytes(of: byte(x, 192 + j), toByteOffset: 16 + (j / 2) * 16 + c * 2 + j % 2, as: UInt8.self) }
                 for h in 0..<2 {
                     for i in 0..<128 {
                         let low = byte(x, 64 * h + i % 64)
@@ -161,30 +162,60 @@ public final class PackedWeights: @unchecked Sendable {
 /// give the same bits.
 public func quantizedMatmul(_ x: UnsafePointer<Float>, rows: Int, weight: PackedWeights,
                             out: UnsafeMutablePointer<Float>, pool: ThreadPool, path: KernelPath = KernelDispatch.active) {
+    quantizedMatmul(x, rows: rows, products: [(weight, out)], pool: pool, path: path)
+}
+
+/// Several products of one input (a layer's q, k and v; gate and up): x is quantized once and the
+/// products' column groups share one parallel dispatch. Each `out` gets exactly the bits of its own
+/// single product.
+public func quantizedMatmul(_ x: UnsafePointer<Float>, rows: Int, products: [(weight: PackedWeights, out: UnsafeMutablePointer<Float>)],
+                            pool: ThreadPool, path: KernelPath = KernelDispatch.active) {
     precondition(KernelDispatch.supports(path), "kernel path \(path) unsupported on this CPU")
-    if rows <= 0 || weight.rows == 0 { return }
-    let k = weight.cols, blocks = k / 32
-    let xq = UnsafeMutablePointer<Int8>.allocate(capacity: rows * k)
-    let xd = UnsafeMutablePointer<Float>.allocate(capacity: rows * blocks)
-    let xs = UnsafeMutablePointer<Float>.allocate(capacity: rows * blocks)
-    let x16 = UnsafeMutablePointer<Int32>.allocate(capacity: rows * blocks * 2)
-    defer { xq.deallocate(); xd.deallocate(); xs.deallocate(); x16.deallocate() }
-    let rowChunk = 16
-    pool.parallelFor((rows + rowChunk - 1) / rowChunk) { t in
-        let r0 = t * rowChunk, n = min(rowChunk, rows - r0)
-        banyan_quantize_rows(x + r0 * k, n, k, k, xq + r0 * k, xd + r0 * blocks, xs + r0 * blocks, x16 + r0 * blocks * 2)
+    guard rows > 0, let k = products.first?.weight.cols else { return }
+    precondition(products.allSatisfy { $0.weight.cols == k }, "products of one input need the same column count")
+    let a = QuantizedActivations(x, rows: rows, k: k, path: path, pool: pool)
+    // Decode wants ~4 tasks per thread, of about equal bytes over all products (a Q4_K_M layer mixes
+    // Q4_K and Q6_K); larger batches keep a task's weights within ~256 KiB of L2.
+    var tasks: [(product: Int, g0: Int, g1: Int)] = []
+    let taskBytes = max(1, (products.reduce(0) { $0 + $1.weight.byteCount } + 4 * pool.threadCount - 1) / (4 * pool.threadCount))
+    for (i, p) in products.enumerated() where p.weight.rows > 0 {
+        let groups = (p.weight.rows + 7) / 8, groupBytes = max(1, p.weight.byteCount / groups)
+        let perTask = max(1, (rows > 1 ? min(taskBytes, 256 << 10) : taskBytes) / groupBytes)
+        for g0 in stride(from: 0, to: groups, by: perTask) { tasks.append((i, g0, min(groups, g0 + perTask))) }
     }
-    let groups = (weight.rows + 7) / 8
-    // Decode wants ~4 tasks per thread; larger batches keep a task's weights within ~256 KiB of L2.
-    var perTask = max(1, (groups + 4 * pool.threadCount - 1) / (4 * pool.threadCount))
-    if rows > 1 { perTask = min(perTask, max(1, (256 << 10) / max(1, weight.byteCount / groups))) }
-    withUnsafePointer(to: weight.descriptor) { w in
-        pool.parallelFor((groups + perTask - 1) / perTask) { task in
-            let g0 = task * perTask, g1 = min(groups, g0 + perTask)
+    let descriptors = products.map(\.weight.descriptor), outs = products.map(\.out)
+    descriptors.withUnsafeBufferPointer { ws in
+        pool.parallelFor(tasks.count) { t in
+            let task = tasks[t], w = ws.baseAddress! + task.product, out = outs[task.product], ldo = products[task.product].weight.rows
             switch path {
-            case .avx512bf16, .avx512f, .avx2: banyan_qmatmul_avx2(w, xq, xd, xs, x16, rows, g0, g1, out, weight.rows)
-            case .portable: banyan_qmatmul_portable(w, xq, xd, xs, x16, rows, g0, g1, out, weight.rows)
+            case .avx512bf16, .avx512f, .avx2: banyan_qmatmul_avx2(w, a.q, a.d, a.dsum, a.sum16, rows, task.g0, task.g1, out, ldo)
+            case .portable: banyan_qmatmul_portable(w, a.q, a.d, a.dsum, a.sum16, rows, task.g0, task.g1, out, ldo)
             }
         }
     }
+}
+
+/// Activation rows quantized per block of 32 as the integer kernels multiply them (quant.c:
+/// `banyan_quantize_rows`, or its AVX2 twin with the same bits): q [rows, k] int8, d and dsum
+/// [rows, k / 32], sum16 [rows, k / 16].
+final class QuantizedActivations: @unchecked Sendable {
+    let q: UnsafeMutablePointer<Int8>
+    let d: UnsafeMutablePointer<Float>, dsum: UnsafeMutablePointer<Float>
+    let sum16: UnsafeMutablePointer<Int16>
+
+    init(_ x: UnsafePointer<Float>, rows: Int, k: Int, path: KernelPath, pool: ThreadPool) {
+        let blocks = k / 32
+        q = .allocate(capacity: rows * k)
+        d = .allocate(capacity: rows * blocks); dsum = .allocate(capacity: rows * blocks)
+        sum16 = .allocate(capacity: rows * blocks * 2)
+        let (q, d, dsum, sum16) = (q, d, dsum, sum16)
+        let quantize = path == .portable ? banyan_quantize_rows : banyan_quantize_rows_avx2
+        let rowChunk = 16
+        pool.parallelFor((rows + rowChunk - 1) / rowChunk) { t in
+            let r0 = t * rowChunk, n = min(rowChunk, rows - r0)
+            quantize(x + r0 * k, n, k, k, q + r0 * k, d + r0 * blocks, dsum + r0 * blocks, sum16 + r0 * blocks * 2)
+        }
+    }
+
+    deinit { q.deallocate(); d.deallocate(); dsum.deallocate(); sum16.deallocate() }
 }

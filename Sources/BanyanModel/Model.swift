@@ -53,7 +53,7 @@ public final class Model: @unchecked Sendable {
 
     /// Loads `spec`: a Hugging Face folder, a `.gguf` file (llama.cpp's format; quantized tensors stay
     /// quantized), `synthetic:NAME` (optionally `synthetic:NAME:TYPE`, TYPE one of f32, f16, bf16,
-    /// q8_0, q4_0, q5_0, q4_k), or `builtin:stories260k` (the small trained model shipped with Banyan).
+    /// q8_0, q4_0, q5_0, q4_k, q6_k), or `builtin:stories260k` (the small trained model shipped with Banyan).
     /// `quantize` quantizes float weights at load (every matrix, llama.cpp's fallback type for rows
     /// that are not whole blocks).
     public static func load(_ spec: String, threads: ThreadPool, quantize: GGMLType? = nil) throws -> Model {
@@ -194,15 +194,23 @@ extension Model {
         let shape = AttentionShape(headCount: H, kvHeadCount: KVH, headDim: D)
         let queryScale = 1 / Float(D).squareRoot()
         let bf16Products = usesBF16Products, integerProducts = precision != .exact
-        /// `out = x · Wᵀ` for the step's rows, in the chosen precision.
-        func linear(_ x: UnsafePointer<Float>, _ rows: Int, _ weight: WeightMatrix, _ out: UnsafeMutablePointer<Float>) {
+        /// `out = x · Wᵀ` for the step's rows and each (W, out), in the chosen precision; integer products
+        /// of one x quantize it once and share one dispatch (same bits as one call each).
+        func linear(_ x: UnsafePointer<Float>, _ rows: Int, _ products: (WeightMatrix, UnsafeMutablePointer<Float>)...) {
             guard rows > 0 else { return }
-            if integerProducts, let packed = weight.packed {
-                quantizedMatmul(x, rows: rows, weight: packed, out: out, pool: threads)
-            } else if bf16Products && weight.dtype == .bf16 {
-                matmulFast(x, rows: rows, weight: weight, out: out, pool: threads)
-            } else {
-                matmul(x, rows: rows, weight: weight, out: out, pool: threads)
+            let packed = products.compactMap { p in p.0.packed.map { ($0, p.1) } }
+            if integerProducts && packed.count == products.count {
+                quantizedMatmul(x, rows: rows, products: packed, pool: threads)
+                return
+            }
+            for (weight, out) in products {
+                if integerProducts, let packed = weight.packed {
+                    quantizedMatmul(x, rows: rows, weight: packed, out: out, pool: threads)
+                } else if bf16Products && weight.dtype == .bf16 {
+                    matmulFast(x, rows: rows, weight: weight, out: out, pool: threads)
+                } else {
+                    matmul(x, rows: rows, weight: weight, out: out, pool: threads)
+                }
             }
         }
 
@@ -222,9 +230,7 @@ extension Model {
             layer.attentionNorm.withUnsafeBufferPointer {
                 Elementwise.rmsNorm(b.x, weight: $0.baseAddress!, out: b.xn, rows: T, dim: hidden, epsilon: c.rmsNormEpsilon)
             }
-            linear(b.xn, T, layer.wq, b.q)   // [T, H*D]
-            linear(b.xn, T, layer.wk, b.k)   // [T, KVH*D]
-            linear(b.xn, T, layer.wv, b.v)   // [T, KVH*D]
+            linear(b.xn, T, (layer.wq, b.q), (layer.wk, b.k), (layer.wv, b.v))   // [T, H*D], [T, KVH*D] × 2
             if let bq = layer.bq, let bk = layer.bk, let bv = layer.bv {
                 for r in 0..<T {
                     for i in 0..<c.qDim { b.q[r * c.qDim + i] += bq[i] }
@@ -250,17 +256,16 @@ extension Model {
             }
             Attention.run(plan: plan, q: b.q, out: b.attn, kv: kv, layer: l, shape: shape,
                           scratch: b.attentionScratch, threads: threads)   // [T, H*D]
-            linear(b.attn, T, layer.wo, b.xn)
+            linear(b.attn, T, (layer.wo, b.xn))
             Elementwise.add(b.x, b.xn, count: T * hidden)
 
             // MLP: norm, gate/up, SiLU·mul, down, residual.
             layer.mlpNorm.withUnsafeBufferPointer {
                 Elementwise.rmsNorm(b.x, weight: $0.baseAddress!, out: b.xn, rows: T, dim: hidden, epsilon: c.rmsNormEpsilon)
             }
-            linear(b.xn, T, layer.wGate, b.gate)  // [T, ffn]
-            linear(b.xn, T, layer.wUp, b.up)      // [T, ffn]
+            linear(b.xn, T, (layer.wGate, b.gate), (layer.wUp, b.up))  // [T, ffn] × 2
             Elementwise.siluMultiply(b.gate, b.up, count: T * ffn)
-            linear(b.gate, T, layer.wDown, b.xn)  // [T, hidden]
+            linear(b.gate, T, (layer.wDown, b.xn))  // [T, hidden]
             Elementwise.add(b.x, b.xn, count: T * hidden)
         }
 
@@ -271,7 +276,7 @@ extension Model {
                                     rows: 1, dim: hidden, epsilon: c.rmsNormEpsilon)
             }
         }
-        linear(b.logitInput, input.logitRows.count, w.lmHead, b.logits)
+        linear(b.logitInput, input.logitRows.count, (w.lmHead, b.logits))
     }
 }
 

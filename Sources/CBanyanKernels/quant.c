@@ -8,7 +8,10 @@
 //     hold it), isum = Σ w_int · q is an exact integer, then, in sub-block order,
 //         acc = fma((float)isum, scale_j · d_b, acc)
 //         acc = fma(min_j, dsum_b, acc)           (formats with a minimum)
-//     where the weight's value is scale_j · w_int + min_j exactly as ggml dequantizes it.
+//     where the weight's value is scale_j · w_int + min_j exactly as ggml dequantizes it;
+//   - P6 (Q6_K: int8 scales sc_j per 16 of a float d per 256, value d · sc_j · (q − 32)) sums both 16s of
+//     an activation block in integers first: i = Σ_j sc_j · (Σ q · x − 32 · Σx_j), exact (|i| < 2^24),
+//     then acc = fma((float)i, d · d_b, acc), one float step per 32.
 // Integer sums are exact whatever their order, so vector paths only have to keep the float steps.
 #include "CBanyanKernels.h"
 #include <math.h>
@@ -16,7 +19,7 @@
 
 // ---- Activations ------------------------------------------------------------------------------
 
-void banyan_quantize_rows(const float *x, long rows, long k, long ldx, int8_t *q, float *d, float *dsum, int32_t *sum16) {
+void banyan_quantize_rows(const float *x, long rows, long k, long ldx, int8_t *q, float *d, float *dsum, int16_t *sum16) {
     long nb = k / 32;
     for (long r = 0; r < rows; r++) {
         const float *xr = x + r * ldx;
@@ -34,8 +37,8 @@ void banyan_quantize_rows(const float *x, long rows, long k, long ldx, int8_t *q
             }
             d[r * nb + b] = db;
             dsum[r * nb + b] = db * (float)(half[0] + half[1]);
-            sum16[r * 2 * nb + 2 * b] = half[0];
-            sum16[r * 2 * nb + 2 * b + 1] = half[1];
+            sum16[r * 2 * nb + 2 * b] = (int16_t)half[0];       // |Σ| ≤ 16 · 127
+            sum16[r * 2 * nb + 2 * b + 1] = (int16_t)half[1];
         }
     }
 }
@@ -83,13 +86,9 @@ static inline void group_scales(const banyan_qweight *w, long g, long j, float s
         }
         break;
     }
-    case BANYAN_QS_K6: {  // per 256: 8 d (f16), [16 sub][8] scale i8
-        const uint8_t *sb = s + (j / 16) * 144;
-        const uint16_t *dd = (const uint16_t *)sb;
-        const int8_t *scs = (const int8_t *)(sb + 16 + (j % 16) * 8);
-        for (int c = 0; c < 8; c++) { sc[c] = half_to_float(dd[c]) * (float)scs[c]; mn[c] = 0; }
+    default:  // K6 is P6's alone (qmatmul_p6_portable)
+        for (int c = 0; c < 8; c++) { sc[c] = 0; mn[c] = 0; }
         break;
-    }
     }
 }
 
@@ -105,16 +104,6 @@ static inline int32_t isum_portable(const banyan_qweight *w, const int8_t *wg, l
         const int8_t *ws = wg + j * S * 8;          // S/4 chunks of [8 columns][4 bytes]
         for (long t = 0; t < S / 4; t++)
             for (int i = 0; i < 4; i++) s += (int32_t)ws[t * 32 + c * 4 + i] * xq[t * 4 + i];
-    } else if (w->format == BANYAN_Q_P6) {           // half p of a 32-block: chunks 2p, 2p+1
-        const uint8_t *b32 = (const uint8_t *)wg + (j / 2) * 192;
-        long p = j % 2;
-        for (long u = 0; u < 2; u++)
-            for (int i = 0; i < 4; i++) {
-                uint8_t v = b32[(2 * p + u) * 32 + c * 4 + i], h = b32[128 + p * 32 + c * 4 + i];
-                int32_t lo = (int32_t)((v & 15) | ((h >> (4 * u)) & 3) << 4) - 32;
-                int32_t hi = (int32_t)((v >> 4) | ((h >> (4 * u + 2)) & 3) << 4) - 32;
-                s += lo * xq[u * 8 + i] + hi * xq[u * 8 + 4 + i];
-            }
     } else {                                          // P4: 4 chunks of [8 columns][4 bytes], 2 nibbles each
         const uint8_t *ws = (const uint8_t *)wg + j * 128;
         for (long t = 0; t < 4; t++)
@@ -130,9 +119,45 @@ static inline long group_weight_bytes(const banyan_qweight *w) {
     return w->format == BANYAN_Q_P8 ? w->k * 8 : w->format == BANYAN_Q_P6 ? w->k * 6 : w->k * 4;
 }
 
+// P6, element by element: Σ_j sc_j · Σ (q − 32) · x is the same integer as the AVX2 path's
+// Σ_j sc_j · Σ q · x − 32 · Σ_j sc_j · Σx_j, so the same bits follow.
+static void qmatmul_p6_portable(const banyan_qweight *w, const int8_t *xq, const float *xd,
+                                long rows, long g0, long g1, float *out, long ldo) {
+    long K = w->k, nb = K / 32;
+    for (long g = g0; g < g1; g++) {
+        const uint8_t *wg = (const uint8_t *)w->weights + g * K * 6;
+        const uint8_t *sg = (const uint8_t *)w->scales + g * w->scale_group_bytes;
+        for (long r = 0; r < rows; r++) {
+            float acc[8] = {0};
+            for (long b = 0; b < nb; b++) {
+                const uint8_t *sb = sg + (b / 8) * 144;
+                const int8_t *scs = (const int8_t *)(sb + 16 + (b % 8) * 16);
+                float db = xd[r * nb + b];
+                for (int c = 0; c < 8; c++) {
+                    int32_t total = 0;
+                    for (int h = 0; h < 2; h++) {
+                        const uint8_t *v = wg + (2 * b + h) * 96 + c * 4;
+                        const int8_t *x = xq + r * K + (2 * b + h) * 16;
+                        int32_t s = 0;
+                        for (int i = 0; i < 4; i++) {
+                            for (int t = 0; t < 3; t++) s += ((int32_t)(v[t * 32 + i] & 63) - 32) * x[4 * t + i];
+                            int32_t q3 = (v[i] >> 6) | (v[32 + i] >> 6) << 2 | (v[64 + i] >> 6) << 4;
+                            s += (q3 - 32) * x[12 + i];
+                        }
+                        total += scs[c * 2 + h] * s;
+                    }
+                    acc[c] = fmaf((float)total, half_to_float(((const uint16_t *)sb)[c]) * db, acc[c]);
+                }
+            }
+            for (int c = 0; c < 8 && g * 8 + c < w->n; c++) out[r * ldo + g * 8 + c] = acc[c];
+        }
+    }
+}
+
 void banyan_qmatmul_portable(const banyan_qweight *w, const int8_t *xq, const float *xd, const float *xds,
-                             const int32_t *xs16, long rows, long g0, long g1, float *out, long ldo) {
+                             const int16_t *xs16, long rows, long g0, long g1, float *out, long ldo) {
     (void)xs16;  // the portable path subtracts P6's offset per element
+    if (w->format == BANYAN_Q_P6) { qmatmul_p6_portable(w, xq, xd, rows, g0, g1, out, ldo); return; }
     long S = w->sub_block, nsub = w->k / S, nb = w->k / 32;
     int minimum = has_min(w);
     for (long g = g0; g < g1; g++) {
@@ -165,19 +190,58 @@ void banyan_qmatmul_portable(const banyan_qweight *w, const int8_t *xq, const fl
 #define PREFETCH 2048
 #endif
 
+// banyan_quantize_rows, 8 lanes at a time, with its bits: |x| maxima (max is exact, so any order; a NaN
+// lane is skipped as the scalar comparison skips it), the same division and product, rint = round to
+// nearest even, integer sums.
+T256 void banyan_quantize_rows_avx2(const float *x, long rows, long k, long ldx, int8_t *q, float *d, float *dsum, int16_t *sum16) {
+    long nb = k / 32;
+    const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (long r = 0; r < rows; r++) {
+        const float *xr = x + r * ldx;
+        for (long b = 0; b < nb; b++) {
+            const float *xb = xr + b * 32;
+            __m256 v[4], m = _mm256_setzero_ps();
+            for (int i = 0; i < 4; i++) {
+                v[i] = _mm256_loadu_ps(xb + 8 * i);
+                m = _mm256_max_ps(_mm256_and_ps(v[i], magnitude), m);   // (a > m) ? a : m, as the scalar loop
+            }
+            __m128 m4 = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+            m4 = _mm_max_ps(_mm_movehl_ps(m4, m4), m4);
+            m4 = _mm_max_ss(_mm_movehdup_ps(m4), m4);
+            float amax = _mm_cvtss_f32(m4);
+            float db = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0.0f;
+            __m256i n[4];
+            for (int i = 0; i < 4; i++)
+                n[i] = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(v[i], _mm256_set1_ps(id)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+            __m256i bytes = _mm256_packs_epi16(_mm256_packs_epi32(n[0], n[1]), _mm256_packs_epi32(n[2], n[3]));
+            _mm256_storeu_si256((__m256i *)(q + r * k + b * 32), _mm256_permutevar8x32_epi32(bytes, order));
+            __m256i s01 = _mm256_add_epi32(n[0], n[1]), s23 = _mm256_add_epi32(n[2], n[3]);
+            __m256i h = _mm256_hadd_epi32(s01, s23);          // [s01 pairs, s23 pairs] per 128-bit half
+            h = _mm256_hadd_epi32(h, h);
+            int32_t h0 = _mm256_extract_epi32(h, 0) + _mm256_extract_epi32(h, 4);
+            int32_t h1 = _mm256_extract_epi32(h, 1) + _mm256_extract_epi32(h, 5);
+            d[r * nb + b] = db;
+            dsum[r * nb + b] = db * (float)(h0 + h1);
+            sum16[r * 2 * nb + 2 * b] = (int16_t)h0;
+            sum16[r * 2 * nb + 2 * b + 1] = (int16_t)h1;
+        }
+    }
+}
+
 T256 INLINE __m256 half8(const uint16_t *h) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h)); }
 
 // The same values as group_scales, 8 lanes at once (products in the same order: IEEE, so equal bits).
-T256 INLINE void group_scales8(const banyan_qweight *w, long g, long j, __m256 *sc, __m256 *mn) {
+T256 INLINE void group_scales8(const banyan_qweight *w, const int SF, long g, long j, __m256 *sc, __m256 *mn) {
     const uint8_t *s = (const uint8_t *)w->scales + g * w->scale_group_bytes;
-    switch (w->scale_format) {
+    switch (SF) {
     case BANYAN_QS_F16:
         *sc = half8((const uint16_t *)(s + j * 16)); *mn = _mm256_setzero_ps();
         break;
     case BANYAN_QS_F16_MIN:
         *sc = half8((const uint16_t *)(s + j * 48)); *mn = _mm256_loadu_ps((const float *)(s + j * 48 + 16));
         break;
-    case BANYAN_QS_K: {
+    default: {  // BANYAN_QS_K (K6 is P6's alone: tile_p6_avx2)
         const uint8_t *sb = s + (j / 8) * 160;
         __m256 d = half8((const uint16_t *)sb), dm = half8((const uint16_t *)(sb + 16));
         __m256 a = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 32 + (j % 8) * 8))));
@@ -186,25 +250,20 @@ T256 INLINE void group_scales8(const banyan_qweight *w, long g, long j, __m256 *
         *mn = _mm256_xor_ps(_mm256_mul_ps(dm, m), _mm256_set1_ps(-0.0f));
         break;
     }
-    default: {  // BANYAN_QS_K6
-        const uint8_t *sb = s + (j / 16) * 144;
-        __m256 d = half8((const uint16_t *)sb);
-        __m256 a = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(sb + 16 + (j % 16) * 8))));
-        *sc = _mm256_mul_ps(d, a); *mn = _mm256_setzero_ps();
-        break;
-    }
     }
 }
 
 T256 INLINE __m256i bcast4(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return _mm256_set1_epi32(v); }
 
-// One tile: MR activation rows x one column group (8 outputs), over all of k. MR is a constant
-// at each call site, so the row loops unroll.
+// One tile: MR activation rows x one column group (8 outputs), over all of k, for packed format FMT
+// (P4 or P8, sub-blocks of 32) with scale format SF and PAIRS int16 sums (0: the weight's own). All
+// are constants at each call site, so the row loops unroll and no format test is left in the loop
+// (measured: the tests and a variable prefetch loop cost Q4_K decode ~20%).
 T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, const float *xd, const float *xds,
-                           const int32_t *xs16, long r0, const int MR, float *out, long ldo) {
-    const long S = w->sub_block, nsub = w->k / S, nb = w->k / 32, K = w->k;
-    const int minimum = has_min(w), pairs = w->int16_sums;
-    const int8_t *wg = w->weights + g * group_weight_bytes(w);
+                           long r0, const int MR, float *out, long ldo, const int FMT, const int SF, const int PAIRS) {
+    const long S = 32, nsub = w->k / S, nb = w->k / 32, K = w->k;
+    const int minimum = SF == BANYAN_QS_F16_MIN || SF == BANYAN_QS_K, pairs = PAIRS ? PAIRS : w->int16_sums;
+    const int8_t *wg = w->weights + g * (FMT == BANYAN_Q_P8 ? K * 8 : K * 4);
     const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(15);
     __m256 acc[4];
     for (int m = 0; m < MR; m++) acc[m] = _mm256_setzero_ps();
@@ -212,14 +271,15 @@ T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, co
         __m256i isum[4];
         const int8_t *xs[4];
         for (int m = 0; m < MR; m++) { isum[m] = _mm256_setzero_si256(); xs[m] = xq + (r0 + m) * K + j * S; }
-        // Decode streams each weight once from memory: ask for the bytes PREFETCH ahead early
-        // (the groups of a task are contiguous, so this runs on into the next group).
-        if (w->format == BANYAN_Q_P4 || w->format == BANYAN_Q_P6) {  // measured: helps the 4-bit stream, slows the 8-bit one (tinyllama, Zen 3)
-            const char *ahead = (const char *)(wg + (w->format == BANYAN_Q_P4 ? j * 128 : (j / 2) * 192 + (j % 2) * 96)) + PREFETCH;
-            _mm_prefetch(ahead, _MM_HINT_T0);
-            _mm_prefetch(ahead + 64, _MM_HINT_T0);
+        // Decode streams each weight once from memory: ask for every line PREFETCH bytes ahead
+        // (the groups of a task are contiguous, so this runs on into the next group). Measured on
+        // Zen 3, 2 threads, a 65 MB Q8_0 matrix: 25 → 31 GB/s; prefetching only half the lines was slower than none.
+        {
+            const long step = FMT == BANYAN_Q_P4 ? 128 : S * 8;
+            const char *ahead = (const char *)(wg + j * step) + PREFETCH;
+            for (long o = 0; o < step; o += 64) _mm_prefetch(ahead + o, _MM_HINT_T0);
         }
-        if (w->format == BANYAN_Q_P4) {
+        if (FMT == BANYAN_Q_P4) {
             // 8 u8·s8 pair products summed in int16: |Σ| <= 8 · 2 · 15 · 127 = 30480, no saturation.
             const __m256i *ws = (const __m256i *)(wg + j * 128);
             __m256i s16[4];
@@ -234,27 +294,6 @@ T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, co
                 }
             }
             for (int m = 0; m < MR; m++) isum[m] = _mm256_madd_epi16(s16[m], ones);
-        } else if (w->format == BANYAN_Q_P6) {
-            // Unsigned 6-bit values q (the element is q − 32): two u8·s8 pair products per int16 sum,
-            // |Σ| ≤ 2 · 2 · 63 · 127 = 32004; then Σ(q − 32)·x = Σq·x − 32·Σx with Σx per 16 given.
-            const uint8_t *b32 = (const uint8_t *)wg + (j / 2) * 192;
-            const int p = (int)(j % 2);
-            const __m256i three = _mm256_set1_epi8(3);
-            __m256i h = _mm256_loadu_si256((const __m256i *)(b32 + 128 + p * 32));
-            for (int u = 0; u < 2; u++) {
-                __m256i v = _mm256_loadu_si256((const __m256i *)(b32 + (2 * p + u) * 32));
-                __m256i hl = _mm256_and_si256(_mm256_srli_epi16(h, 4 * u), three);
-                __m256i hh = _mm256_and_si256(_mm256_srli_epi16(h, 4 * u + 2), three);
-                __m256i lo = _mm256_or_si256(_mm256_and_si256(v, low4), _mm256_slli_epi16(hl, 4));
-                __m256i hi = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), _mm256_slli_epi16(hh, 4));
-                for (int m = 0; m < MR; m++) {
-                    __m256i s16 = _mm256_add_epi16(_mm256_maddubs_epi16(lo, bcast4(xs[m] + u * 8)),
-                                                   _mm256_maddubs_epi16(hi, bcast4(xs[m] + u * 8 + 4)));
-                    isum[m] = _mm256_add_epi32(isum[m], _mm256_madd_epi16(s16, ones));
-                }
-            }
-            for (int m = 0; m < MR; m++)
-                isum[m] = _mm256_sub_epi32(isum[m], _mm256_set1_epi32(32 * xs16[(r0 + m) * (K / 16) + j]));
         } else {
             // |w| · sign(x, w): u8 · s8 with |w| <= 128, |x| <= 127, so each pair sum fits int16;
             // `pairs` of them are summed in int16 where the format's range allows (see packing).
@@ -279,7 +318,7 @@ T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, co
             }
         }
         __m256 sc, mn;
-        group_scales8(w, g, j, &sc, &mn);
+        group_scales8(w, SF, g, j, &sc, &mn);
         long b = j * S / 32;
         for (int m = 0; m < MR; m++) {
             __m256 t = _mm256_mul_ps(sc, _mm256_set1_ps(xd[(r0 + m) * nb + b]));
@@ -295,22 +334,102 @@ T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, co
     }
 }
 
-T256 void banyan_qmatmul_avx2(const banyan_qweight *w, const int8_t *xq, const float *xd, const float *xds,
-                              const int32_t *xs16, long rows, long g0, long g1, float *out, long ldo) {
-    for (long g = g0; g < g1; g++) {
-        long r = 0;
-        for (; r + 4 <= rows; r += 4) tile_avx2(w, g, xq, xd, xds, xs16, r, 4, out, ldo);
-        switch (rows - r) {
-        case 3: tile_avx2(w, g, xq, xd, xds, xs16, r, 3, out, ldo); break;
-        case 2: tile_avx2(w, g, xq, xd, xds, xs16, r, 2, out, ldo); break;
-        case 1: tile_avx2(w, g, xq, xd, xds, xs16, r, 1, out, ldo); break;
-        default: break;
+// P6: one tile of MR rows × one column group. Per 16: the three chunks give four 32-byte vectors of
+// 6-bit values (A, B, C from bits 0..5, D gathered from the three top-bit pairs): 11 operations, where
+// P4 nibbles plus separate top bits took 21. Both 16s of a 32-block are summed in int32 with their
+// int8 scales as madd factors (|Σ| ≤ 2 · 2 · 63 · 127 · 128 per lane), P6's −32 offset taken off once
+// as 32 · Σ_j sc_j · Σx_j (one madd of the scale pairs with the activation's two 16-sums).
+T256 INLINE void tile_p6_avx2(const banyan_qweight *w, long g, const int8_t *xq, const float *xd, const int16_t *xs16,
+                              long r0, const int MR, float *out, long ldo) {
+    const long K = w->k, nb = K / 32;
+    const uint8_t *wg = (const uint8_t *)w->weights + g * K * 6;
+    const uint8_t *sg = (const uint8_t *)w->scales + g * w->scale_group_bytes;
+    const __m256i low6 = _mm256_set1_epi8(0x3F), top2 = _mm256_set1_epi8((char)0xC0);
+    // Column c's scale pair (sc_{2b}, sc_{2b+1}) sits in int16 lanes 2c, 2c+1; madd wants each 16's
+    // scale in both lanes of its column: bytes (0,1,0,1) resp. (2,3,2,3) of every 4.
+    const __m256i first = _mm256_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13,
+                                           0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13);
+    const __m256i second = _mm256_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15,
+                                            2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15);
+    __m256 acc[4], d = _mm256_setzero_ps();
+    for (int m = 0; m < MR; m++) acc[m] = _mm256_setzero_ps();
+    for (long b = 0; b < nb; b++) {
+        const uint8_t *sb = sg + (b / 8) * 144;
+        if (b % 8 == 0) d = half8((const uint16_t *)sb);
+        const char *ahead = (const char *)(wg + b * 192) + PREFETCH;
+        _mm_prefetch(ahead, _MM_HINT_T0);
+        _mm_prefetch(ahead + 64, _MM_HINT_T0);
+        _mm_prefetch(ahead + 128, _MM_HINT_T0);
+        __m256i pair = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(sb + 16 + (b % 8) * 16)));
+        __m256i scale[2] = {_mm256_shuffle_epi8(pair, first), _mm256_shuffle_epi8(pair, second)};
+        __m256i isum[4];
+        for (int m = 0; m < MR; m++) isum[m] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+            const __m256i *v = (const __m256i *)(wg + (2 * b + h) * 96);
+            __m256i v0 = _mm256_loadu_si256(v), v1 = _mm256_loadu_si256(v + 1), v2 = _mm256_loadu_si256(v + 2);
+            __m256i a = _mm256_and_si256(v0, low6), bb = _mm256_and_si256(v1, low6), c = _mm256_and_si256(v2, low6);
+            // Top pairs at bits 6..7 → D's bits 0..1, 2..3, 4..5 (16-bit shifts: the masked bytes carry nothing across).
+            __m256i top = _mm256_or_si256(_mm256_and_si256(v2, top2),
+                          _mm256_or_si256(_mm256_srli_epi16(_mm256_and_si256(v1, top2), 2),
+                                          _mm256_srli_epi16(_mm256_and_si256(v0, top2), 4)));
+            __m256i dd = _mm256_srli_epi16(top, 2);
+            for (int m = 0; m < MR; m++) {
+                const int8_t *x = xq + (r0 + m) * K + (2 * b + h) * 16;
+                // Two u8·s8 pair products per int16 sum: |Σ| ≤ 2 · 2 · 63 · 127 = 32004.
+                __m256i s01 = _mm256_add_epi16(_mm256_maddubs_epi16(a, bcast4(x)), _mm256_maddubs_epi16(bb, bcast4(x + 4)));
+                __m256i s23 = _mm256_add_epi16(_mm256_maddubs_epi16(c, bcast4(x + 8)), _mm256_maddubs_epi16(dd, bcast4(x + 12)));
+                isum[m] = _mm256_add_epi32(isum[m], _mm256_add_epi32(_mm256_madd_epi16(s01, scale[h]), _mm256_madd_epi16(s23, scale[h])));
+            }
+        }
+        for (int m = 0; m < MR; m++) {
+            int32_t sums;  // the activation's two 16-sums, as the int16 pair madd wants
+            memcpy(&sums, xs16 + (r0 + m) * (K / 16) + 2 * b, 4);
+            __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(pair, _mm256_set1_epi32(sums)), 5);
+            __m256 t = _mm256_mul_ps(d, _mm256_set1_ps(xd[(r0 + m) * nb + b]));
+            acc[m] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(isum[m], offset)), t, acc[m]);
         }
     }
+    long valid = w->n - g * 8;
+    for (int m = 0; m < MR; m++) {
+        float *o = out + (r0 + m) * ldo + g * 8;
+        if (valid >= 8) _mm256_storeu_ps(o, acc[m]);
+        else { float tmp[8]; _mm256_storeu_ps(tmp, acc[m]); for (long c = 0; c < valid; c++) o[c] = tmp[c]; }
+    }
+}
+
+T256 void banyan_qmatmul_avx2(const banyan_qweight *w, const int8_t *xq, const float *xd, const float *xds,
+                              const int16_t *xs16, long rows, long g0, long g1, float *out, long ldo) {
+    // One specialised copy of the loops per (format, scale format, int16 sums) a ggml type packs to.
+#define TILES(TILE_CALL) \
+    for (long g = g0; g < g1; g++) { \
+        long r = 0; \
+        for (; r + 4 <= rows; r += 4) { const int MR = 4; TILE_CALL; } \
+        switch (rows - r) { \
+        case 3: { const int MR = 3; TILE_CALL; break; } \
+        case 2: { const int MR = 2; TILE_CALL; break; } \
+        case 1: { const int MR = 1; TILE_CALL; break; } \
+        default: break; \
+        } \
+    }
+#define PACKED(FMT, SF, PAIRS) TILES(tile_avx2(w, g, xq, xd, xds, r, MR, out, ldo, FMT, SF, PAIRS))
+    const int sf = w->scale_format;
+    if (w->format == BANYAN_Q_P6) { TILES(tile_p6_avx2(w, g, xq, xd, xs16, r, MR, out, ldo)) }
+    else if (w->format == BANYAN_Q_P4) {
+        if (sf == BANYAN_QS_K) { PACKED(BANYAN_Q_P4, BANYAN_QS_K, 8) }                    // Q4_K
+        else { PACKED(BANYAN_Q_P4, BANYAN_QS_F16_MIN, 8) }                                // Q4_0, Q4_1
+    } else if (w->int16_sums == 1 && sf == BANYAN_QS_F16) { PACKED(BANYAN_Q_P8, BANYAN_QS_F16, 1) }  // Q8_0
+    else if (sf == BANYAN_QS_F16) { PACKED(BANYAN_Q_P8, BANYAN_QS_F16, 0) }               // Q5_0
+    else if (sf == BANYAN_QS_F16_MIN) { PACKED(BANYAN_Q_P8, BANYAN_QS_F16_MIN, 0) }       // Q5_1
+    else { PACKED(BANYAN_Q_P8, BANYAN_QS_K, 0) }                                          // Q5_K
+#undef PACKED
+#undef TILES
 }
 #else
+void banyan_quantize_rows_avx2(const float *x, long rows, long k, long ldx, int8_t *q, float *d, float *dsum, int16_t *sum16) {
+    banyan_quantize_rows(x, rows, k, ldx, q, d, dsum, sum16);
+}
 void banyan_qmatmul_avx2(const banyan_qweight *w, const int8_t *xq, const float *xd, const float *xds,
-                         const int32_t *xs16, long rows, long g0, long g1, float *out, long ldo) {
+                         const int16_t *xs16, long rows, long g0, long g1, float *out, long ldo) {
     banyan_qmatmul_portable(w, xq, xd, xds, xs16, rows, g0, g1, out, ldo);
 }
 #endif

@@ -20,10 +20,10 @@ extension DType: ExpressibleByArgument {}
 
 /// Flags every model-running command shares.
 struct ModelOptions: ParsableArguments {
-    @Option(help: "A Hugging Face model folder, a .gguf file, synthetic:NAME[:f32|f16|bf16|q8_0|q4_0|q5_0|q4_k], or builtin:stories260k.")
+    @Option(help: "A Hugging Face model folder, a .gguf file, synthetic:NAME[:f32|f16|bf16|q8_0|q4_0|q5_0|q4_k|q6_k], or builtin:stories260k.")
     var model: String = "builtin:stories260k"
 
-    @Option(help: "Quantize float weights at load: q8_0, q4_0, q5_0 or q4_k (rows not a whole number of Q4_K blocks fall back to q5_0, as llama.cpp does).")
+    @Option(help: "Quantize float weights at load: q8_0, q4_0, q5_0, q4_k or q6_k (rows not a whole number of Q4_K or Q6_K blocks fall back to q5_0 or q8_0, as llama.cpp does).")
     var quantize: String?
 
     @Option(help: "Worker threads (default: all cores).")
@@ -47,7 +47,7 @@ struct ModelOptions: ParsableArguments {
     func validate() throws {
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1, got \(threads)") }
         if let q = quantize, GGMLType(writableName: q) == nil {
-            throw ValidationError("--quantize: unknown type '\(q)' (expected q8_0, q4_0, q5_0 or q4_k)")
+            throw ValidationError("--quantize: unknown type '\(q)' (expected q8_0, q4_0, q5_0, q4_k or q6_k)")
         }
         if let b = maxKVBytes, b <= 0 { throw ValidationError("--max-kv-bytes must be positive, got \(b)") }
     }

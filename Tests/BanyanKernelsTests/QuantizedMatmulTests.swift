@@ -1,5 +1,5 @@
 import Testing
-import BanyanKernels
+@testable import BanyanKernels
 import BanyanTestSupport
 
 /// Random ggml blocks of `type` for a `[rows, cols]` matrix: random bytes (every bit pattern of the
@@ -144,7 +144,8 @@ func runQuantizedMatmul(_ x: [Float], rows: Int, weight: PackedWeights, pool: Th
 
     /// The quantizers' round trip stays within each format's step: Q8_0 and Q4_0 round to the
     /// nearest of 255 / 16 levels of d (Q4_0 clamps one side, see below) (plus d's own f16 rounding, ≤ 2⁻¹¹ relative, times the
-    /// largest level); Q4_K to 16 levels of d·scale offset by dmin·min, each 6-bit rounded.
+    /// largest level); Q4_K to 16 levels of d·scale offset by dmin·min, each 6-bit rounded; Q6_K to 64
+    /// levels of an int8 multiple of d per 16.
     @Test(arguments: Quantize.writable)
     func quantizerRoundTrip(type: GGMLType) {
         var rng = SeededRNG(seed: 0x0A13 + UInt64(type.rawValue))
@@ -168,6 +169,16 @@ func runQuantizedMatmul(_ x: [Float], rows: Int, weight: PackedWeights, pool: Th
             }
             for i in xs.indices {
                 let err = abs(Double(back[i]) - Double(x[i]))
+                if type == .q6_K {
+                    // Its 16's scale maps the 16's largest magnitude a16 to −32 (step a16 / 32); the int8 scale
+                    // moves the step by ≤ d / 2 (d = the block's largest step / 128, f16-rounded), which moves a
+                    // level by ≤ 32 · d / 2; the side opposite the extreme clamps at +31, a step away.
+                    let sub = x[(i / 16 * 16)..<(i / 16 * 16 + 16)], a16 = Double(sub.map(abs).max()!)
+                    let d = amax / 32 / 128, clamped = abs(Double(x[i])) > a16 * 31 / 32
+                    let bound = (a16 / 32 * (clamped ? 1 : 0.5) + 16 * d) * 1.01 + 1e-12
+                    #expect(err <= bound, "Q6_K element \(i): |\(back[i]) - \(x[i])| = \(err) > \(bound)")
+                    continue
+                }
                 // Q4_0's levels run from -8d to 7d (d = the extreme / -8; Q5_0's from -16d to 15d): values beyond 7|d| on the other
                 // side clamp to 7d, up to one full step away.
                 let clamped = (type == .q4_0 && abs(Double(x[i])) > amax * 7 / 8) || (type == .q5_0 && abs(Double(x[i])) > amax * 15 / 16)
@@ -176,4 +187,44 @@ func runQuantizedMatmul(_ x: [Float], rows: Int, weight: PackedWeights, pool: Th
             }
         }
     }
+}
+
+/// The AVX2 activation quantizer gives the portable one's bits: round-half-even ties, zero and
+/// single-value blocks, mixed magnitudes and signs, a value at ±amax.
+@Suite struct ActivationQuantizerTests {
+    @Test func avx2MatchesPortable() throws {
+        guard KernelDispatch.supports(.avx2) else { return }
+        var rng = SeededRNG(seed: 0x51AB)
+        let k = 256, rows = 7
+        var x = rng.floats(rows * k, scale: 3)
+        for i in 0..<32 { x[i] = 0 }                                   // an all-zero block
+        for i in 0..<32 { x[32 + i] = Float(i % 7) - 3.5 }            // amax 3.5: ties at ±0.5 steps after scaling by 127/3.5
+        x[64] = 127; for i in 1..<32 { x[64 + i] = Float(i) + 0.5 }    // amax 127: x · 1 has exact .5 ties
+        for i in 0..<32 { x[96 + i] = -0.0 }; x[100] = 1e-30           // one tiny value among negative zeros
+        for i in 0..<32 { x[k + i] = Float(i) * (i % 2 == 0 ? 1e6 : -1e-6) }  // wide range
+        for i in 0..<32 { x[2 * k + i] = -2 }                          // equal negatives
+        let pool = ThreadPool(threadCount: 2)
+        let (p, a) = x.withUnsafeBufferPointer { xp in
+            (QuantizedActivations(xp.baseAddress!, rows: rows, k: k, path: .portable, pool: pool),
+             QuantizedActivations(xp.baseAddress!, rows: rows, k: k, path: .avx2, pool: pool))
+        }
+        let nb = rows * k / 32
+        #expect(Array(UnsafeBufferPointer(start: p.q, count: rows * k)) == Array(UnsafeBufferPointer(start: a.q, count: rows * k)))
+        #expect((0..<nb).allSatisfy { p.d[$0].bitPattern == a.d[$0].bitPattern }, "scales differ")
+        #expect((0..<nb).allSatisfy { p.dsum[$0].bitPattern == a.dsum[$0].bitPattern }, "d · Σq differ")
+        #expect(Array(UnsafeBufferPointer(start: p.sum16, count: 2 * nb)) == Array(UnsafeBufferPointer(start: a.sum16, count: 2 * nb)))
+        // The ties really are ties: 0.5 rounds to 0, 1.5 to 2, 2.5 to 2 (x · 1 with amax 127).
+        #expect(Array(UnsafeBufferPointer(start: p.q + 65, count: 3)) == [2, 2, 4])
+    }
+}
+
+/// Rows that are not whole K-quant blocks take llama.cpp's fallback type (llama-quant.cpp:
+/// Q4_K → Q5_0, Q6_K → Q8_0); rows that are not whole blocks of 32 stay float.
+@Test func quantizeFallbackTypes() {
+    #expect(Quantize.fallback(.q4_K, count: 2048) == .q4_K)
+    #expect(Quantize.fallback(.q6_K, count: 2048) == .q6_K)
+    #expect(Quantize.fallback(.q4_K, count: 576) == .q5_0)
+    #expect(Quantize.fallback(.q6_K, count: 576) == .q8_0)
+    #expect(Quantize.fallback(.q8_0, count: 576) == .q8_0)
+    #expect(Quantize.fallback(.q6_K, count: 40) == nil)
 }

@@ -71,9 +71,9 @@ import BanyanTestSupport
         #expect(try #require(synthetic).description
                 == "synthetic model \"nope\" unknown (known: \(SyntheticModels.shapes.keys.sorted().joined(separator: ", ")))")
         let dtype = #expect(throws: ModelError.self) { try Model.load("synthetic:tiny:f64", threads: pool) }
-        #expect(try #require(dtype).description == "--model synthetic:tiny:f64: unknown type 'f64' (expected f32|f16|bf16|q8_0|q4_0|q5_0|q4_k)")
+        #expect(try #require(dtype).description == "--model synthetic:tiny:f64: unknown type 'f64' (expected f32|f16|bf16|q8_0|q4_0|q5_0|q4_k|q6_k)")
         let extra = #expect(throws: ModelError.self) { try Model.load("synthetic:tiny:q8_0:x", threads: pool) }
-        #expect(try #require(extra).description == "--model synthetic:tiny:q8_0:x: expected synthetic:NAME or synthetic:NAME:f32|f16|bf16|q8_0|q4_0|q5_0|q4_k")
+        #expect(try #require(extra).description == "--model synthetic:tiny:q8_0:x: expected synthetic:NAME or synthetic:NAME:f32|f16|bf16|q8_0|q4_0|q5_0|q4_k|q6_k")
         let requantize = #expect(throws: ModelError.self) {
             try Model.load(FixturePaths.gguf.appendingPathComponent("llama-q4_0.gguf").path, threads: pool, quantize: .q8_0)
         }

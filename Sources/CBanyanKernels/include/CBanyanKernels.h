@@ -40,14 +40,15 @@ void banyan_matmul_fast_bf16(const float *x, long rows, long k, const uint16_t *
 /// two per byte. Column group g covers output columns 8g..8g+7 (the last zero-padded); within it,
 /// sub-block j is S/4 (P8) or 4 (P4, S = 32) chunks of 32 bytes: [8 columns][4 bytes], byte i of
 /// column c holding element 4t+i (P8) or elements 8t+i (low nibble) and 8t+4+i (high nibble) (P4).
-/// P6 (Q6_K): per 32 elements {the P4 nibbles of the low 4 bits (128 bytes), then 2 × 32 bytes of top
-/// 2 bits: byte i of column c of half p holds, from bit 0, chunk 2p's low and high element, then chunk
-/// 2p+1's}; values unsigned 0..63, the element being q − 32 (scales K6, sub-blocks of 16).
+/// P6 (Q6_K): per sub-block of 16 elements, three chunks of 32 bytes [8 columns][4 bytes]: byte i of
+/// column c in chunk t holds element 4t+i in bits 0..5 and bits 2t, 2t+1 of element 12+i in bits 6..7;
+/// values unsigned 0..63, the element being q − 32 (scales K6, sub-blocks of 16).
 enum { BANYAN_Q_P8 = 0, BANYAN_Q_P4 = 1, BANYAN_Q_P6 = 2 };
 /// Scale formats, per column group: F16: [sub][8] f16 scales (16 bytes each). F16_MIN: [sub]{[8] f16
 /// scales, [8] f32 minimums} (48 bytes each). K (sub-blocks of 32 in 256):
 /// per 256 {[8] f16 d, [8] f16 dmin, [8 sub][8] u8 scale, [8 sub][8] u8 min}: scale d·sc, min −dmin·m.
-/// K6 (sub-blocks of 16 in 256): per 256 {[8] f16 d, [16 sub][8] i8 scale}: scale d·sc.
+/// K6 (sub-blocks of 16 in 256): per 256 {[8] f16 d, [8 blocks of 32][8 columns][2 subs] i8 scale}:
+/// scale d·sc.
 enum { BANYAN_QS_F16 = 0, BANYAN_QS_F16_MIN = 1, BANYAN_QS_K = 2, BANYAN_QS_K6 = 3 };
 
 /// A repacked quantized weight matrix [n, k]; value of element = scale_j · w + min_j.
@@ -64,14 +65,15 @@ typedef struct {
 
 /// Quantizes rows of x ([rows, ldx] float32, k a multiple of 32) per block of 32: q [rows, k] int8,
 /// d and dsum [rows, k / 32] (d = amax / 127, dsum = d · Σq), sum16 [rows, k / 16] (Σq per 16, for P6).
-/// Plain C: one definition for all paths.
-void banyan_quantize_rows(const float *x, long rows, long k, long ldx, int8_t *q, float *d, float *dsum, int32_t *sum16);
+void banyan_quantize_rows(const float *x, long rows, long k, long ldx, int8_t *q, float *d, float *dsum, int16_t *sum16);
+/// The same with AVX2, the same bits.
+void banyan_quantize_rows_avx2(const float *x, long rows, long k, long ldx, int8_t *q, float *d, float *dsum, int16_t *sum16);
 /// out[r, 8g + c] for column groups [g0, g1) and every row (see quant.c for the arithmetic; the
 /// AVX2 path gives the portable path's bits).
 void banyan_qmatmul_portable(const banyan_qweight *w, const int8_t *xq, const float *xd, const float *xds,
-                             const int32_t *xs16, long rows, long g0, long g1, float *out, long ldo);
+                             const int16_t *xs16, long rows, long g0, long g1, float *out, long ldo);
 void banyan_qmatmul_avx2(const banyan_qweight *w, const int8_t *xq, const float *xd, const float *xds,
-                         const int32_t *xs16, long rows, long g0, long g1, float *out, long ldo);
+                         const int16_t *xs16, long rows, long g0, long g1, float *out, long ldo);
 
 // ---- Peak probes ----------------------------------------------------------------------------
 
