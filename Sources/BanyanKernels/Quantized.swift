@@ -209,21 +209,27 @@ public enum Dequantize {
         }
     }
 
-    // Q6_K: two halves of 128. In half h, element i < 64 has its low 4 bits in the low nibble of
-    // ql[64h + i] and element 64 + i in the high nibble; element 32t + k has its top 2 bits at bits
-    // 2t..2t+1 of qh[32h + k]. 16 int8 scales, one per 16 elements; value (d·scale)·(q - 32).
+    /// Where Q6_K keeps element e (0..<256) of a block: two halves of 128; in half h, element i < 64
+    /// has its low 4 bits in the low nibble of ql[64h + i] and element 64 + i in the high nibble;
+    /// element 32t + k has its top 2 bits at bits 2t..2t+1 of qh[32h + k] (ql at byte 0, qh at 128).
+    /// The one statement of the layout, for its reader, its writer and the repacking.
+    @inline(__always) static func q6KPlaces(_ e: Int) -> (low: Int, lowShift: UInt8, high: Int, highShift: UInt8) {
+        let h = e / 128, i = e % 128
+        return (64 * h + i % 64, i < 64 ? 0 : 4, 128 + 32 * h + i % 32, UInt8(2 * (i / 32)))
+    }
+
+    /// The unsigned 6-bit value q of Q6_K element e (the element is d · scale · (q − 32)).
+    @inline(__always) static func q6KValue(_ x: UnsafeRawPointer, _ e: Int) -> Int {
+        let p = q6KPlaces(e)
+        return Int((byte(x, p.low) >> p.lowShift) & 15 | ((byte(x, p.high) >> p.highShift) & 3) << 4)
+    }
+
+    // Q6_K: 16 int8 scales at 192, one per 16 elements, d at 208; value (d·scale)·(q - 32).
     static func q6_K(_ x: UnsafeRawPointer, _ y: UnsafeMutablePointer<Float>) {
-        let ql = x, qh = x + 128, scales = x + 192, d = half(x, 208)
-        for h in 0..<2 {
-            for i in 0..<128 {
-                let low = byte(ql, 64 * h + i % 64)
-                let lo4 = i < 64 ? low & 0x0F : low >> 4
-                let hi2 = (byte(qh, 32 * h + i % 32) >> UInt8(2 * (i / 32))) & 3
-                let q = Int(lo4 | (hi2 << 4)) - 32
-                let e = 128 * h + i
-                let scale = Float(Int8(bitPattern: byte(scales, e / 16)))
-                y[e] = d * scale * Float(q)
-            }
+        let scales = x + 192, d = half(x, 208)
+        for e in 0..<256 {
+            let scale = Float(Int8(bitPattern: byte(scales, e / 16)))
+            y[e] = d * scale * Float(q6KValue(x, e) - 32)
         }
     }
 }
@@ -352,11 +358,9 @@ public enum Quantize {
             for l in 0..<16 {
                 let e = sub * 16 + l
                 let q = step != 0 ? Int(max(-32, min(31, (x[e] / step).rounded()))) + 32 : 32
-                let h = e / 128, i = e % 128
-                let lowAt = 64 * h + i % 64, highAt = 128 + 32 * h + i % 32
-                let low = UInt8(q & 15) << (i < 64 ? 0 : 4), high = UInt8(q >> 4) << UInt8(2 * (i / 32))
-                y.storeBytes(of: y.load(fromByteOffset: lowAt, as: UInt8.self) | low, toByteOffset: lowAt, as: UInt8.self)
-                y.storeBytes(of: y.load(fromByteOffset: highAt, as: UInt8.self) | high, toByteOffset: highAt, as: UInt8.self)
+                let p = Dequantize.q6KPlaces(e)
+                y.storeBytes(of: y.load(fromByteOffset: p.low, as: UInt8.self) | UInt8(q & 15) << p.lowShift, toByteOffset: p.low, as: UInt8.self)
+                y.storeBytes(of: y.load(fromByteOffset: p.high, as: UInt8.self) | UInt8(q >> 4) << p.highShift, toByteOffset: p.high, as: UInt8.self)
             }
         }
     }

@@ -141,14 +141,7 @@ public final class PackedWeights: @unchecked Sendable {
                 sb.storeBytes(of: half(x, 208), toByteOffset: c * 2, as: UInt16.self)
                 // Scales in pairs per 32 (the two 16s of one activation block side by side per column).
                 for j in 0..<16 { sb.storeBytes(of: byte(x, 192 + j), toByteOffset: 16 + (j / 2) * 16 + c * 2 + j % 2, as: UInt8.self) }
-                for h in 0..<2 {
-                    for i in 0..<128 {
-                        let low = byte(x, 64 * h + i % 64)
-                        let lo4 = i < 64 ? low & 15 : low >> 4
-                        let hi2 = (byte(x, 128 + 32 * h + i % 32) >> UInt8(2 * (i / 32))) & 3
-                        put(e0 + 128 * h + i, Int(lo4 | (hi2 << 4)))   // P6 keeps q; the element is q − 32
-                    }
-                }
+                for e in 0..<256 { put(e0 + e, Dequantize.q6KValue(x, e)) }   // P6 keeps q; the element is q − 32
             case .f32, .f16, .bf16:
                 preconditionFailure("float types are not packed")
             }

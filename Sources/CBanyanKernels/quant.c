@@ -125,7 +125,7 @@ static void qmatmul_p6_portable(const banyan_qweight *w, const int8_t *xq, const
                                 long rows, long g0, long g1, float *out, long ldo) {
     long K = w->k, nb = K / 32;
     for (long g = g0; g < g1; g++) {
-        const uint8_t *wg = (const uint8_t *)w->weights + g * K * 6;
+        const uint8_t *wg = (const uint8_t *)w->weights + g * group_weight_bytes(w);
         const uint8_t *sg = (const uint8_t *)w->scales + g * w->scale_group_bytes;
         for (long r = 0; r < rows; r++) {
             float acc[8] = {0};
@@ -253,6 +253,14 @@ T256 INLINE void group_scales8(const banyan_qweight *w, const int SF, long g, lo
     }
 }
 
+// Decode streams each weight once from memory: every kernel step asks for every line of its
+// bytes PREFETCH ahead (the groups of a task are contiguous, so this runs on into the next group).
+// Measured on Zen 3, 2 threads, a 65 MB Q8_0 matrix: 25 → 31 GB/s; prefetching only half the lines
+// was slower than none.
+T256 INLINE void prefetch_ahead(const void *at, const long bytes) {
+    for (long o = 0; o < bytes; o += 64) _mm_prefetch((const char *)at + PREFETCH + o, _MM_HINT_T0);
+}
+
 T256 INLINE __m256i bcast4(const int8_t *p) { int32_t v; memcpy(&v, p, 4); return _mm256_set1_epi32(v); }
 
 // One tile: MR activation rows x one column group (8 outputs), over all of k, for packed format FMT
@@ -263,7 +271,7 @@ T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, co
                            long r0, const int MR, float *out, long ldo, const int FMT, const int SF, const int PAIRS) {
     const long S = 32, nsub = w->k / S, nb = w->k / 32, K = w->k;
     const int minimum = SF == BANYAN_QS_F16_MIN || SF == BANYAN_QS_K, pairs = PAIRS ? PAIRS : w->int16_sums;
-    const int8_t *wg = w->weights + g * (FMT == BANYAN_Q_P8 ? K * 8 : K * 4);
+    const int8_t *wg = w->weights + g * group_weight_bytes(w);
     const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(15);
     __m256 acc[4];
     for (int m = 0; m < MR; m++) acc[m] = _mm256_setzero_ps();
@@ -271,14 +279,8 @@ T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, co
         __m256i isum[4];
         const int8_t *xs[4];
         for (int m = 0; m < MR; m++) { isum[m] = _mm256_setzero_si256(); xs[m] = xq + (r0 + m) * K + j * S; }
-        // Decode streams each weight once from memory: ask for every line PREFETCH bytes ahead
-        // (the groups of a task are contiguous, so this runs on into the next group). Measured on
-        // Zen 3, 2 threads, a 65 MB Q8_0 matrix: 25 → 31 GB/s; prefetching only half the lines was slower than none.
-        {
-            const long step = FMT == BANYAN_Q_P4 ? 128 : S * 8;
-            const char *ahead = (const char *)(wg + j * step) + PREFETCH;
-            for (long o = 0; o < step; o += 64) _mm_prefetch(ahead + o, _MM_HINT_T0);
-        }
+        const long step = FMT == BANYAN_Q_P4 ? 128 : S * 8;
+        prefetch_ahead(wg + j * step, step);
         if (FMT == BANYAN_Q_P4) {
             // 8 u8·s8 pair products summed in int16: |Σ| <= 8 · 2 · 15 · 127 = 30480, no saturation.
             const __m256i *ws = (const __m256i *)(wg + j * 128);
@@ -342,7 +344,7 @@ T256 INLINE void tile_avx2(const banyan_qweight *w, long g, const int8_t *xq, co
 T256 INLINE void tile_p6_avx2(const banyan_qweight *w, long g, const int8_t *xq, const float *xd, const int16_t *xs16,
                               long r0, const int MR, float *out, long ldo) {
     const long K = w->k, nb = K / 32;
-    const uint8_t *wg = (const uint8_t *)w->weights + g * K * 6;
+    const uint8_t *wg = (const uint8_t *)w->weights + g * group_weight_bytes(w);
     const uint8_t *sg = (const uint8_t *)w->scales + g * w->scale_group_bytes;
     const __m256i low6 = _mm256_set1_epi8(0x3F), top2 = _mm256_set1_epi8((char)0xC0);
     // Column c's scale pair (sc_{2b}, sc_{2b+1}) sits in int16 lanes 2c, 2c+1; madd wants each 16's
@@ -356,10 +358,7 @@ T256 INLINE void tile_p6_avx2(const banyan_qweight *w, long g, const int8_t *xq,
     for (long b = 0; b < nb; b++) {
         const uint8_t *sb = sg + (b / 8) * 144;
         if (b % 8 == 0) d = half8((const uint16_t *)sb);
-        const char *ahead = (const char *)(wg + b * 192) + PREFETCH;
-        _mm_prefetch(ahead, _MM_HINT_T0);
-        _mm_prefetch(ahead + 64, _MM_HINT_T0);
-        _mm_prefetch(ahead + 128, _MM_HINT_T0);
+        prefetch_ahead(wg + b * 192, 192);
         __m256i pair = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)(sb + 16 + (b % 8) * 16)));
         __m256i scale[2] = {_mm256_shuffle_epi8(pair, first), _mm256_shuffle_epi8(pair, second)};
         __m256i isum[4];
