@@ -158,13 +158,13 @@ public enum EngineBench {
         var table = TextTable(title: "model: \(spec) (\(weightType) weights, \(threads.threadCount) threads)",
                               legend: "batch-1 decode against the bandwidth roofline (weight bytes per token ÷ measured bandwidth); prefill and batch-\(batchRows) decode against the measured \(peakName) (precision \(model.precision.rawValue))",
                               headers: ["measure", "value", "roofline / peak", "fraction"])
-        table.rows.append(["batch-1 decode tokens/s", Format.stat(decode), Format.number(roofline), String(format: "%.0f%%", 100 * decode.median / roofline)])
+        table.rows.append(["batch-1 decode tokens/s", Format.stat(decode), Format.number(roofline), Format.percent(decode.median / roofline)])
         table.rows.append(["prefill \(prefillTokens) tokens/s", Format.stat(prefillRate), "", ""])
         table.rows.append(["prefill GFLOP/s", Format.stat(prefillGFLOPs), Format.number(peak),
-                           String(format: "%.0f%%", 100 * prefillGFLOPs.median / peak)])
+                           Format.percent(prefillGFLOPs.median / peak)])
         table.rows.append(["batch-\(batchRows) decode tokens/s", Format.stat(batched), "", ""])
         table.rows.append(["batch-\(batchRows) decode GFLOP/s", Format.stat(batchedGFLOPs), Format.number(peak),
-                           String(format: "%.0f%%", 100 * batchedGFLOPs.median / peak)])
+                           Format.percent(batchedGFLOPs.median / peak)])
         var settings = ["weight_bytes_per_token": Format.number(tokenBytes / 1e6) + " MB", "bandwidth_GBps": Format.number(machine.bandwidthGBps),
                         "prefill_flops": "2·(layer params·tokens + lm_head params) = \(Format.number(prefillFlops / 1e9)) GFLOP",
                         "repeats": "\(repeats)", "precision": model.precision.rawValue, "peak": peakName]

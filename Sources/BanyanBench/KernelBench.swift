@@ -78,8 +78,8 @@ public enum KernelBench {
             let peak = p.series == "matmulFast" ? (machine.peakFastGFLOPs ?? machine.peakGFLOPs) : machine.peakGFLOPs
             let g = p.median("gflops")!, b = p.median("gbps")!
             table.rows.append([p.series, "\(k)x\(n)", "\(p.parameters["m"]!)", Format.stat(p.metrics["seconds"]!.map { $0 * 1e3 }),
-                               Format.number(g), String(format: "%.0f%%", 100 * g / peak), Format.number(b),
-                               String(format: "%.0f%%", 100 * b / machine.bandwidthGBps)])
+                               Format.number(g), Format.percent(g / peak), Format.number(b),
+                               Format.percent(b / machine.bandwidthGBps)])
         }
         var series: [PlotSpec.Series] = []
         for shape in shapes {

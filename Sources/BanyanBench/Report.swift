@@ -153,6 +153,12 @@ enum Format {
         return String(format: "%.2fx", x)
     }
 
+    /// `x` as a whole percentage: 0.83 → "83%".
+    static func percent(_ x: Double) -> String {
+        guard x.isFinite else { return "-" }
+        return String(format: "%.0f%%", 100 * x)
+    }
+
     static func mib(_ bytes: Double) -> String { number(bytes / 1_048_576) }
 
     static func duration(_ s: Double) -> String {

@@ -107,20 +107,25 @@ public final class SuiteRunner {
     public let threads: ThreadPool
     public let maxKVBytes: Int
     public let progress: ProgressLine
-    let modes = AttentionMode.allCases
+    /// The attention modes the decode suites compare (the attention suite always times hydragen and baseline).
+    let modes: [AttentionMode]
+    /// The matmul peak measured in the same run, for the attention suite's share-of-peak column.
+    public var matmulPeakGFLOPs: Double?
     private var loaded: (Model, String?)?
 
-    public init(sizes: SuiteSizes, threads: ThreadPool, maxKVBytes: Int, showProgress: Bool, suites: [Suite]) throws {
+    public init(sizes: SuiteSizes, threads: ThreadPool, maxKVBytes: Int, showProgress: Bool, suites: [Suite],
+                modes: [AttentionMode] = AttentionMode.allCases) throws {
         try sizes.validate()
+        guard !modes.isEmpty else { throw BenchError.invalidArgument("bench: at least one attention mode is needed") }
         self.sizes = sizes
         self.threads = threads
         self.maxKVBytes = maxKVBytes
-        progress = ProgressLine(total: SuiteRunner.pointCount(sizes, suites), enabled: showProgress)
+        self.modes = modes
+        progress = ProgressLine(total: SuiteRunner.pointCount(sizes, suites, modes: modes.count), enabled: showProgress)
     }
 
     /// Measurements each suite takes (for the progress bar).
-    static func pointCount(_ s: SuiteSizes, _ suites: [Suite]) -> Int {
-        let m = AttentionMode.allCases.count
+    static func pointCount(_ s: SuiteSizes, _ suites: [Suite], modes m: Int) -> Int {
         return suites.reduce(0) { n, suite in
             switch suite {
             case .throughput: return n + s.throughputBatches.count * m * s.repeats
@@ -299,9 +304,15 @@ public final class SuiteRunner {
         if let headDim { config.headDim = headDim }
         if let forced { kvDType = forced }
         var points: [BenchPoint] = []
+        let peak = matmulPeakGFLOPs
+        var legend = "columns: batch, prefix (shared), suffix (private) tokens; µs per Attention.run call per mode; speedup; GFLOP/s (4·B·H·(P+S)·D per call) and GB/s of KV read (hydragen reads the prefix once, baseline once per sequence)"
+        if let peak {
+            legend += "; hydragen's GFLOP/s as a share of the matmul peak measured at the start of this run (\(Format.number(peak)) GFLOP/s), from its median and its best repeat (the peak is a best-of)"
+        }
         var table = TextTable(title: "attention: one layer, \(config.headCount) heads / \(config.kvHeadCount) KV heads × \(config.headDim) (\(s.model) shape)",
-                              legend: "columns: batch, prefix (shared), suffix (private) tokens; µs per Attention.run call per mode; speedup; GFLOP/s (4·B·H·(P+S)·D per call) and GB/s of KV read (hydragen reads the prefix once, baseline once per sequence)",
-                              headers: ["batch", "prefix", "suffix", "hydragen µs", "baseline µs", "speedup", "hyd GFLOP/s", "base GFLOP/s", "hyd GB/s", "base GB/s"])
+                              legend: legend,
+                              headers: ["batch", "prefix", "suffix", "hydragen µs", "baseline µs", "speedup", "hyd GFLOP/s", "base GFLOP/s", "hyd GB/s", "base GB/s"]
+                                  + (peak == nil ? [] : ["hyd % peak", "best % peak"]))
         for p in s.attentionPrefixes.sorted() {
             for sfx in s.attentionSuffixes.sorted() {
                 for b in s.attentionBatches.sorted() {
@@ -316,7 +327,8 @@ public final class SuiteRunner {
                     let h = ms[0], base = ms[1]
                     table.rows.append(["\(b)", "\(p)", "\(sfx)", Format.stat(h.seconds.map { $0 * 1e6 }), Format.stat(base.seconds.map { $0 * 1e6 }),
                                        Format.ratio(base.seconds.median / h.seconds.median), Format.number(h.gflops.median),
-                                       Format.number(base.gflops.median), Format.number(h.gbps.median), Format.number(base.gbps.median)])
+                                       Format.number(base.gflops.median), Format.number(h.gbps.median), Format.number(base.gbps.median)]
+                                      + (peak.map { [Format.percent(h.gflops.median / $0), Format.percent(h.gflops.max / $0)] } ?? []))
                     progress.advance("attention B=\(b) P=\(p) S=\(sfx)")
                 }
             }

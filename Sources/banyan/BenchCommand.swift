@@ -83,8 +83,9 @@ struct BenchSuites: ParsableCommand {
         if let m = options.model { sizes.model = m }
         if let r = options.repeats { sizes.repeats = r }
         let suites = suite == .tour || suite == .all ? Suite.experiments : [suite]
-        try options.session { pool, _, emit in
+        try options.session { pool, machine, emit in
             let runner = try SuiteRunner(sizes: sizes, threads: pool, maxKVBytes: options.kvBudget, showProgress: true, suites: suites)
+            runner.matmulPeakGFLOPs = machine.peakGFLOPs
             defer { runner.progress.finish() }
             var reports: [SuiteReport] = []
             for s in suites {
@@ -129,7 +130,8 @@ struct BenchDecode: ParsableCommand {
             sizes.throughputPrefix = cfg.prefix; sizes.throughputGen = cfg.gen; sizes.throughputBatches = cfg.batches
             sizes.repeats = cfg.repeats
             try options.session { pool, _, emit in
-                let runner = try SuiteRunner(sizes: sizes, threads: pool, maxKVBytes: options.kvBudget, showProgress: true, suites: [.throughput])
+                let runner = try SuiteRunner(sizes: sizes, threads: pool, maxKVBytes: options.kvBudget, showProgress: true,
+                                             suites: [.throughput], modes: modes)
                 defer { runner.progress.finish() }
                 let r = try runner.run(.throughput)
                 emit(r)
@@ -168,8 +170,9 @@ struct BenchAttention: ParsableCommand {
         if let p = prefix { sizes.attentionPrefixes = try parseIntList(p, flag: "--prefix") }
         if let s = suffix { sizes.attentionSuffixes = try parseIntList(s, flag: "--suffix") }
         let shape = (heads, kvHeads, headDim)
-        try options.session { pool, _, emit in
+        try options.session { pool, machine, emit in
             let runner = try SuiteRunner(sizes: sizes, threads: pool, maxKVBytes: options.kvBudget, showProgress: true, suites: [.attention])
+            runner.matmulPeakGFLOPs = machine.peakGFLOPs
             defer { runner.progress.finish() }
             let r = try runner.attention(heads: shape.0, kvHeads: shape.1, headDim: shape.2, kvDType: kvDtype)
             emit(r)

@@ -121,6 +121,33 @@ import BanyanBench
         #expect(r.table.rows.contains { $0.joined().contains("not measured") })
     }
 
+    /// The decode suites measure only the modes asked for (`bench decode --prefill-once --attention ...`),
+    /// and the attention suite adds its share-of-peak columns when it is given the run's matmul peak.
+    @Test func suitesHonourModesAndPeak() throws {
+        var sizes = Self.tinySizes
+        sizes.throughputBatches = [2]; sizes.repeats = 1
+        let runner = try SuiteRunner(sizes: sizes, threads: threads, maxKVBytes: 64 << 20, showProgress: false,
+                                     suites: [.throughput, .attention], modes: [.hydragen, .none])
+        let r = try runner.run(.throughput)
+        Self.checkNumbers(r)
+        #expect(Set(r.points.map(\.series)) == ["hydragen", "none"])
+        #expect(!r.table.headers.joined().contains("baseline"))
+        #expect(r.table.rows.allSatisfy { $0.count == r.table.headers.count })
+
+        runner.matmulPeakGFLOPs = 50
+        let a = try runner.run(.attention)
+        #expect(a.table.headers.suffix(2) == ["hyd % peak", "best % peak"])
+        for row in a.table.rows {
+            #expect(row.count == a.table.headers.count)
+            let gflops = try #require(Double(row[6])), median = try #require(Double(row[10].dropLast()))
+            #expect(abs(median - 100 * gflops / 50) <= 1, "share of peak \(row[10]) for \(row[6]) GFLOP/s")
+            #expect(try #require(Double(row[11].dropLast())) >= median)
+        }
+        #expect(throws: BenchError.self) {
+            try SuiteRunner(sizes: sizes, threads: threads, maxKVBytes: 64 << 20, showProgress: false, suites: [.throughput], modes: [])
+        }
+    }
+
     @Test func decodeThroughEngine() throws {
         let cfg = DecodeBenchConfig(model: "synthetic:tiny", prefix: 45, batches: [1, 3], gen: 3, repeats: 2, maxKVBytes: 64 << 20)
         let r = try EngineBench.decode(cfg, threads: threads, progress: nil)
