@@ -348,22 +348,25 @@ GROUP256(BANYAN_W_BF16, 2, group256_bf16_2) GROUP256(BANYAN_W_BF16, 1, group256_
 GROUP256(BANYAN_W_F16, 2, group256_f16_2)   GROUP256(BANYAN_W_F16, 1, group256_f16_1)
 
 // ---- GEMM-shaped tiles (AVX2): many queries against one block ----------------------------
-// For a block read by many queries (Hydragen's shared prefix: every sequence x every query head of
-// the KV head), the block's K and V are widened to float32 once into L1 scratch, and the two
-// products run as register-blocked GEMM tiles of 6 queries x 16 lanes (12 accumulators): scores
-// S = Q K^T for a chunk of queries, the per-query softmax above, then O = O*alpha + P V. Every
-// score and output element is still its own FMA chain in the order of the header comment
-// (s over d ascending; O over j ascending, skipping j >= valid), so the bits equal group256's.
-// TILE_MAX_HEAD_DIM bounds the tiles' stack scratch (K, V, q rows, scores: ~90 KiB at 256), which
-// may run on a caller's thread with a small stack.
-enum { TQ = 6, TCHUNK = 48, TILE_MIN_QUERIES = 16, TILE_MAX_HEAD_DIM = 256 };
+// For a block read by several queries (Hydragen's shared prefix: every sequence x every query head
+// of the KV head; also one sequence's GQA group), the two products run as register-blocked GEMM
+// tiles of 6 queries x 16 lanes (12 accumulators): scores S = Q K^T for a chunk of queries, the
+// per-query softmax above, then O = O*alpha + P V. K and V are either read in place and widened in
+// registers (f16: one vcvtph2ps beside every 12 FMAs, on other ports) or widened to float32 once
+// into scratch first (f32, and bf16 read by many queries: its two-op widening then costs more in
+// the tiles than the copy; see tile_plan). Every score and output element is still its own FMA
+// chain in the order of the header comment (s over d ascending; O over j ascending, skipping
+// j >= valid), so the bits equal group256's whichever path a block takes. TILE_MAX_HEAD_DIM bounds
+// the tiles' stack scratch (K, V, q rows, scores: ~90 KiB at 256), which may run on a caller's
+// thread with a small stack.
+enum { TQ = 6, TCHUNK = 48, TILE_MAX_HEAD_DIM = 256 };
 
-// S[i][k0..k0+16) for NQ queries (q rows NQ x D, contiguous), K block [D][32] in float32.
-T256 INLINE void qk_tile(const int NQ, const float *qt, const float *kf, long D, int k0, float *S) {
+// S[i][k0..k0+16) for NQ queries (q rows NQ x D, contiguous), K block [D][32] of type KT.
+T256 INLINE void qk_tile(const int KT, const int NQ, const float *qt, const void *kf, long D, int k0, float *S) {
     __m256 a[TQ][2];
     for (int i = 0; i < NQ; i++) a[i][0] = a[i][1] = _mm256_setzero_ps();
     for (long d = 0; d < D; d++) {
-        __m256 k0v = _mm256_loadu_ps(kf + d * BLOCK + k0), k1v = _mm256_loadu_ps(kf + d * BLOCK + k0 + 8);
+        __m256 k0v = load256(KT, kf, d * BLOCK + k0, 8), k1v = load256(KT, kf, d * BLOCK + k0 + 8, 8);
         for (int i = 0; i < NQ; i++) {
             __m256 b = _mm256_broadcast_ss(qt + i * D + d);
             a[i][0] = _mm256_fmadd_ps(b, k0v, a[i][0]);
@@ -376,15 +379,16 @@ T256 INLINE void qk_tile(const int NQ, const float *qt, const float *kf, long D,
     }
 }
 
-// O[i][d0..d0+8C) = O*alpha[i], then fma(P[i][j], V[j], O) for j < valid[i] ascending (C = 1 or 2).
-T256 INLINE void pv_tile(const int NQ, const int C, float *const *op, const float *alpha, const float *P,
-                         const int *valid, int vmin, int vmax, const float *vf, long D, long d0) {
+// O[i][d0..d0+8C) = O*alpha[i], then fma(P[i][j], V[j], O) for j < valid[i] ascending (C = 1 or 2);
+// V block [32][D] of type KT.
+T256 INLINE void pv_tile(const int KT, const int NQ, const int C, float *const *op, const float *alpha, const float *P,
+                         const int *valid, int vmin, int vmax, const void *vf, long D, long d0) {
     __m256 a[TQ][2];
     for (int i = 0; i < NQ; i++)
         for (int c = 0; c < C; c++) a[i][c] = _mm256_mul_ps(_mm256_loadu_ps(op[i] + d0 + 8 * c), _mm256_set1_ps(alpha[i]));
     for (int j = 0; j < vmin; j++) {
         __m256 v[2];
-        for (int c = 0; c < C; c++) v[c] = _mm256_loadu_ps(vf + j * D + d0 + 8 * c);
+        for (int c = 0; c < C; c++) v[c] = load256(KT, vf, j * D + d0 + 8 * c, 8);
         for (int i = 0; i < NQ; i++) {
             __m256 pj = _mm256_broadcast_ss(P + i * BLOCK + j);
             for (int c = 0; c < C; c++) a[i][c] = _mm256_fmadd_ps(pj, v[c], a[i][c]);
@@ -392,7 +396,7 @@ T256 INLINE void pv_tile(const int NQ, const int C, float *const *op, const floa
     }
     for (int j = vmin; j < vmax; j++) {
         __m256 v[2];
-        for (int c = 0; c < C; c++) v[c] = _mm256_loadu_ps(vf + j * D + d0 + 8 * c);
+        for (int c = 0; c < C; c++) v[c] = load256(KT, vf, j * D + d0 + 8 * c, 8);
         for (int i = 0; i < NQ; i++) {
             if (j >= valid[i]) continue;  // skipped, not multiplied by 0, as in pv256
             __m256 pj = _mm256_broadcast_ss(P + i * BLOCK + j);
@@ -404,20 +408,20 @@ T256 INLINE void pv_tile(const int NQ, const int C, float *const *op, const floa
 }
 
 // One tile of NQ queries: both score halves, or every output column chunk (D % 8 == 0).
-T256 INLINE void qk_rows(const int NQ, const float *qt, const float *kf, long D, float *S) {
-    qk_tile(NQ, qt, kf, D, 0, S);
-    qk_tile(NQ, qt, kf, D, 16, S);
+T256 INLINE void qk_rows(const int KT, const int NQ, const float *qt, const void *kf, long D, float *S) {
+    qk_tile(KT, NQ, qt, kf, D, 0, S);
+    qk_tile(KT, NQ, qt, kf, D, 16, S);
 }
-T256 INLINE void pv_rows(const int NQ, float *const *op, const float *alpha, const float *P, const int *valid,
-                         const float *vf, long D) {
+T256 INLINE void pv_rows(const int KT, const int NQ, float *const *op, const float *alpha, const float *P, const int *valid,
+                         const void *vf, long D) {
     int vmin = BLOCK, vmax = 0;
     for (int i = 0; i < NQ; i++) {
         vmin = valid[i] < vmin ? valid[i] : vmin;
         vmax = valid[i] > vmax ? valid[i] : vmax;
     }
     long d = 0;
-    for (; d + 16 <= D; d += 16) pv_tile(NQ, 2, op, alpha, P, valid, vmin, vmax, vf, D, d);
-    if (d < D) pv_tile(NQ, 1, op, alpha, P, valid, vmin, vmax, vf, D, d);
+    for (; d + 16 <= D; d += 16) pv_tile(KT, NQ, 2, op, alpha, P, valid, vmin, vmax, vf, D, d);
+    if (d < D) pv_tile(KT, NQ, 1, op, alpha, P, valid, vmin, vmax, vf, D, d);
 }
 
 // Constant NQ inside each call (the tiles' register arrays), dispatched once per tile.
@@ -432,13 +436,19 @@ T256 INLINE void widen256(const int KT, const void *src, float *dst, long n) {
     for (long i = 0; i < n; i += 8) _mm256_storeu_ps(dst + i, load256(KT, src, i, 8));
 }
 
-T256 INLINE void tiles256(const int KT, const int32_t *rows, const int32_t *validCounts, long rowCount,
+// WIDEN: K and V are widened into scratch first and the tiles read float32; else read in place.
+T256 INLINE void tiles256(const int KT, const int WIDEN, const int32_t *rows, const int32_t *validCounts, long rowCount,
                           const float *q, const void *keys, const void *values, float *out,
                           float *runningMax, float *runningSum, long H, long D, long G, long kvHead,
                           const void *nextKeys, const void *nextValues) {
-    float kf[BLOCK * D], vf[BLOCK * D];
-    widen256(KT, keys, kf, BLOCK * D);
-    widen256(KT, values, vf, BLOCK * D);
+    const int TK = WIDEN ? BANYAN_W_F32 : KT;  // what the tiles read
+    float kbuf[WIDEN ? BLOCK * D : 1], vbuf[WIDEN ? BLOCK * D : 1];
+    const void *kf = keys, *vf = values;
+    if (WIDEN) {
+        widen256(KT, keys, kbuf, BLOCK * D);
+        widen256(KT, values, vbuf, BLOCK * D);
+        kf = kbuf, vf = vbuf;
+    }
     // Chunks of at most 48 queries (24 KiB of q rows at D = 128: q and the block's K, or the scores,
     // V and the out rows, stay near L1); chunks and tiles are split evenly, so no tile
     // is left with one or two queries (too few accumulators to cover the FMA latency).
@@ -466,7 +476,7 @@ T256 INLINE void tiles256(const int KT, const int32_t *rows, const int32_t *vali
         long lines = c == 0 && nextKeys ? BLOCK * D * (KT == BANYAN_W_F32 ? 4 : 2) / 64 : 0;
         for (int t = 0; t < tiles; t++) {
             int i = t * n / tiles, m = (t + 1) * n / tiles - i;
-#define QK(NQ) qk_rows(NQ, qt + i * D, kf, D, S + i * BLOCK)
+#define QK(NQ) qk_rows(TK, NQ, qt + i * D, kf, D, S + i * BLOCK)
             BY_NQ(m, QK)
 #undef QK
             for (long x = t * lines / tiles; x < (t + 1) * lines / tiles; x++) {
@@ -478,20 +488,39 @@ T256 INLINE void tiles256(const int KT, const int32_t *rows, const int32_t *vali
             softmax256(n - i < 8 ? n - i : 8, S + i * BLOCK, valid + i, at + i, runningMax, runningSum, alpha + i);
         for (int t = 0; t < tiles; t++) {
             int i = t * n / tiles, m = (t + 1) * n / tiles - i;
-#define PV(NQ) pv_rows(NQ, op + i, alpha + i, S + i * BLOCK, valid + i, vf, D)
+#define PV(NQ) pv_rows(TK, NQ, op + i, alpha + i, S + i * BLOCK, valid + i, vf, D)
             BY_NQ(m, PV)
 #undef PV
         }
     }
 }
 
-#define TILES256(KT, NAME)                                                                                  \
+#define TILES256(KT, WIDEN, NAME)                                                                           \
     T256 static void NAME(const int32_t *rows, const int32_t *validCounts, long rowCount, const float *q,   \
                           const void *k, const void *v, float *out, float *m, float *l, long H, long D,     \
                           long G, long kvHead, const void *nk, const void *nv) {                            \
-        tiles256(KT, rows, validCounts, rowCount, q, k, v, out, m, l, H, D, G, kvHead, nk, nv);             \
+        tiles256(KT, WIDEN, rows, validCounts, rowCount, q, k, v, out, m, l, H, D, G, kvHead, nk, nv);      \
     }
-TILES256(BANYAN_W_F32, tiles256_f32) TILES256(BANYAN_W_BF16, tiles256_bf16) TILES256(BANYAN_W_F16, tiles256_f16)
+TILES256(BANYAN_W_F32, 1, tiles256_f32) TILES256(BANYAN_W_BF16, 1, tiles256_bf16_widened)
+TILES256(BANYAN_W_BF16, 0, tiles256_bf16) TILES256(BANYAN_W_F16, 0, tiles256_f16)
+
+typedef void (*tiles_fn)(const int32_t *, const int32_t *, long, const float *, const void *, const void *,
+                         float *, float *, float *, long, long, long, long, const void *, const void *);
+
+// Which tiles a block read by `queries` queries takes, or NULL for the query pairs. Measured on Zen 3
+// (one core, KV streamed from memory, D = 64 and 128; the kernels give the same bits, so this is
+// speed only): below 3 queries the pairs are as fast (1 query: latency-bound either way); f16 in place
+// beats the pairs from 3 queries (+13-30% at 4-12) and the widened tiles everywhere (+0-8%); bf16 in
+// place beats the pairs by 15-38% at 4-12 queries but loses 2-3% to the widened tiles from ~64; f32
+// tiles need the copy (L1 sets) and beat the pairs only from ~16.
+static tiles_fn tile_plan(int kvtype, long queries, long headDim) {
+    if (headDim % 8 != 0 || headDim > TILE_MAX_HEAD_DIM || queries < 3) return NULL;
+    switch (kvtype) {
+    case BANYAN_W_F16: return tiles256_f16;
+    case BANYAN_W_BF16: return queries < 32 ? tiles256_bf16 : tiles256_bf16_widened;
+    default: return queries < 16 ? NULL : tiles256_f32;
+    }
+}
 
 // ================================ Driver ====================================================
 
@@ -547,14 +576,13 @@ void banyan_attention_block_avx2(const int32_t *rows, const int32_t *validCounts
     static const group_fn bf16[] = {group256_bf16_2, group256_bf16_1};
     static const group_fn f16[] = {group256_f16_2, group256_f16_1};
     static const int widths[] = {2, 1};
-    // Blocks read by many queries (a shared prefix) go through the GEMM-shaped tiles; a block read
-    // by a few (a sequence's own tail, one sequence's GQA group, decode without sharing) keeps the
-    // query pairs, which read K/V in place: below ~16 queries the widening copy costs more than
-    // the tiles save (measured on Zen 3). Both give the same bits.
-    if (rowCount * groupSize >= TILE_MIN_QUERIES && headDim % 8 == 0 && headDim <= TILE_MAX_HEAD_DIM) {
-        (kvtype == BANYAN_W_BF16 ? tiles256_bf16 : kvtype == BANYAN_W_F16 ? tiles256_f16 : tiles256_f32)(
-            rows, validCounts, rowCount, q, keys, values, out, runningMax, runningSum, headCount, headDim,
-            groupSize, kvHead, nextKeys, nextValues);
+    // Blocks read by several queries (a shared prefix, one sequence's GQA group) go through the
+    // GEMM-shaped tiles; a block read by one or two (MHA decode without sharing, a sequence's own
+    // tail) keeps the query pairs. All give the same bits.
+    tiles_fn tiles = tile_plan(kvtype, rowCount * groupSize, headDim);
+    if (tiles) {
+        tiles(rows, validCounts, rowCount, q, keys, values, out, runningMax, runningSum, headCount, headDim,
+              groupSize, kvHead, nextKeys, nextValues);
         return;
     }
     const group_fn *fns = kvtype == BANYAN_W_BF16 ? bf16 : kvtype == BANYAN_W_F16 ? f16 : f32;
