@@ -42,6 +42,10 @@ public struct AttentionPlan: Sendable {
         public var blockIndex: Int
         public var rows: [Int32]
         public var validCounts: [Int32]
+        /// No earlier task reads this block: the walk meets it cold, so the kernel may prefetch it
+        /// while computing the task before. (Baseline reads a shared block once per sequence; after
+        /// the first, it is in cache and a prefetch only costs instructions.)
+        public var firstRead = true
     }
 
     public let mode: AttentionMode
@@ -80,7 +84,10 @@ public struct AttentionPlan: Sendable {
         func key(_ t: Task, _ offset: Int) -> (Int, Int, Int) {
             mode == .hydragen ? (t.blockIndex, 0, offset) : (sequenceOrder[rows[Int(t.rows[0])].sequence]!, t.blockIndex, offset)
         }
-        self.tasks = tasks.enumerated().sorted { key($0.element, $0.offset) < key($1.element, $1.offset) }.map(\.element)
+        var sorted = tasks.enumerated().sorted { key($0.element, $0.offset) < key($1.element, $1.offset) }.map(\.element)
+        var seen = Set<BlockID>()
+        for i in sorted.indices { sorted[i].firstRead = seen.insert(sorted[i].block).inserted }
+        self.tasks = sorted
     }
 
     /// Tasks read by more than one row, and the total block reads they save versus one read per row.

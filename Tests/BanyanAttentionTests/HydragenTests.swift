@@ -240,6 +240,12 @@ struct HydragenTests {
         #expect(hydra.sharedTaskCount == 3)
         #expect(base.tasks.count == 5 * 4)
         #expect(hydra.tasks.map(\.blockIndex) == hydra.tasks.map(\.blockIndex).sorted())
+        // Prefetch hints: hydragen meets every block once; baseline meets the 3 shared blocks cold
+        // only in the first sequence's walk, and each child's own block once.
+        let hydraCold = hydra.tasks.map(\.firstRead), baseCold = base.tasks.map(\.firstRead)
+        #expect(!hydraCold.contains(false))
+        #expect(baseCold.filter { $0 }.count == 3 + 5)
+        #expect(baseCold.prefix(5) == [true, true, true, true, false])
         // Shared blocks are stored once: refcount = root + 5 children.
         #expect(cache.pool.refCount(cache.blocks(root)[0]) == 6)
         for k in kids { cache.free(k) }
