@@ -95,8 +95,9 @@ public enum Attention {
                         task.validCounts.withUnsafeBufferPointer { tv in
                             let kernel = path == .avx2 ? banyan_attention_block_avx2 : banyan_attention_block_avx512
                             // The next task's block, for the kernel to prefetch while it computes this one,
-                            // unless an earlier task read it (then it is in cache; measured on Zen 3: prefetching
-                            // cached blocks costs small calls 3-5%, prefetching cold ones gains them 15-25%).
+                            // unless an earlier task read it (then it is in cache; measured on Zen 3 with
+                            // scripts/attention_harness.c: prefetching cached blocks costs calls of 3-12 queries
+                            // 2-5%, prefetching cold ones gains them 10-25%).
                             let next = t + 1 < plan.tasks.count && plan.tasks[t + 1].firstRead ? plan.tasks[t + 1].block : nil
                             kernel(tr.baseAddress! + lo, tv.baseAddress! + lo, hi - lo, q, keys, values, kvType, out, m, l,
                                    H, D, G, kvHead, next.map { UnsafeRawPointer(kv.keys($0, layer: layer, kvHead: kvHead)) },

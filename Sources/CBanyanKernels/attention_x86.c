@@ -512,7 +512,8 @@ typedef void (*tiles_fn)(const int32_t *, const int32_t *, long, const float *, 
 // speed only): below 3 queries the pairs are as fast (1 query: latency-bound either way); f16 in place
 // beats the pairs from 3 queries (+13-30% at 4-12) and the widened tiles everywhere (+0-8%); bf16 in
 // place beats the pairs by 15-38% at 4-12 queries but loses 2-3% to the widened tiles from ~64; f32
-// tiles need the copy (L1 sets) and beat the pairs only from ~16.
+// read in place measured no faster than copied, and its tiles beat the pairs only from ~16.
+// (scripts/attention_harness.c reproduces these.)
 static tiles_fn tile_plan(int kvtype, long queries, long headDim) {
     if (headDim % 8 != 0 || headDim > TILE_MAX_HEAD_DIM || queries < 3) return NULL;
     switch (kvtype) {
